@@ -1,0 +1,456 @@
+//! The local activation catalog: one ractor actor per live grain on this member.
+//!
+//! Rules this module keeps:
+//! - **One live activation per identity per member.** The catalog maps identity →
+//!   activation under one lock; an activation removes its own entry (compare-and-remove
+//!   by activation number) before it stops, so a newer one is never removed by an older.
+//! - **Turn-based.** An activation is a ractor actor: it handles one call at a time, in
+//!   the order the calls reached its mailbox.
+//! - **Nothing is lost at passivation.** A passivating activation first leaves the
+//!   catalog, then *drains*: calls already in its mailbox still run; a call sent after
+//!   that bounces back to the catalog, which starts a fresh activation for it.
+//! - **A panic fails only the call that panicked.** The caller gets `Internal`, the
+//!   activation is discarded (its state may be broken), and calls queued behind it are
+//!   handed to a fresh activation.
+//! - **A call that outlives its deadline is cancelled** at its next await point and
+//!   answered `Timeout`, so a grain that never answers does not block its mailbox
+//!   forever.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use parking_lot::Mutex;
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+
+use crate::error::CallError;
+use crate::grain::{Grain, GrainContext, GrainError, Kind};
+use crate::identity::{ClusterIdentity, MemberId};
+use crate::node::Cluster;
+use crate::remote::ResponseSink;
+
+/// Where the answer to a call goes.
+pub(crate) enum Reply {
+    /// A caller on this member.
+    Local(oneshot::Sender<Result<Bytes, CallError>>),
+    /// A caller on another member: the answer goes onto that caller's response stream.
+    Remote(ResponseSink),
+}
+
+impl Reply {
+    pub(crate) async fn send(self, result: Result<Bytes, CallError>) {
+        match self {
+            Reply::Local(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Remote(sink) => sink.send(result).await,
+        }
+    }
+}
+
+/// Counts calls accepted by this member and not yet answered, so shutdown can wait for
+/// them.
+#[derive(Default)]
+pub(crate) struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl InFlight {
+    pub(crate) fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Waits until nothing is in flight, or `until`. True when drained.
+    pub(crate) async fn wait_idle(&self, until: Instant) -> bool {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return self.count() == 0;
+            }
+        }
+    }
+}
+
+pub(crate) struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// One call on its way to an activation.
+pub(crate) struct Invocation {
+    pub(crate) method: String,
+    pub(crate) payload: Bytes,
+    pub(crate) headers: HashMap<String, String>,
+    pub(crate) deadline: Instant,
+    pub(crate) reply: Reply,
+    pub(crate) _guard: InFlightGuard,
+}
+
+impl Invocation {
+    async fn fail(self, error: CallError) {
+        self.reply.send(Err(error)).await;
+    }
+}
+
+pub(crate) enum GrainMsg {
+    Call(Invocation),
+    IdleCheck,
+}
+
+struct Entry {
+    number: u64,
+    actor: ActorRef<GrainMsg>,
+}
+
+/// The kinds this member hosts and its live activations.
+pub(crate) struct Registry {
+    member: MemberId,
+    kinds: HashMap<String, Kind>,
+    live: Mutex<HashMap<ClusterIdentity, Entry>>,
+    next_number: AtomicU64,
+    accepting: AtomicBool,
+}
+
+/// How many times a call may bounce off stopping activations before giving up.
+const MAX_BOUNCES: usize = 16;
+
+impl Registry {
+    pub(crate) fn new(member: MemberId, kinds: Vec<Kind>) -> Self {
+        Self {
+            member,
+            kinds: kinds.into_iter().map(|k| (k.name.to_string(), k)).collect(),
+            live: Mutex::new(HashMap::new()),
+            next_number: AtomicU64::new(1),
+            accepting: AtomicBool::new(true),
+        }
+    }
+
+    /// The number of live activations.
+    pub(crate) fn live_count(&self) -> usize {
+        self.live.lock().len()
+    }
+
+    /// The number of live activations of `kind`.
+    pub(crate) fn live_count_of(&self, kind: &str) -> usize {
+        self.live.lock().keys().filter(|k| k.kind() == kind).count()
+    }
+
+    pub(crate) fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::SeqCst)
+    }
+
+    fn remove_if(&self, id: &ClusterIdentity, number: u64) {
+        let mut live = self.live.lock();
+        if live.get(id).is_some_and(|e| e.number == number) {
+            live.remove(id);
+        }
+    }
+
+    /// Hands `inv` to the activation of `id`, activating it if needed. The caller has
+    /// already checked ownership.
+    pub(crate) async fn deliver(
+        &self,
+        cluster: &Cluster,
+        id: ClusterIdentity,
+        mut inv: Invocation,
+    ) {
+        let Some(kind) = self.kinds.get(id.kind()) else {
+            let msg = format!("member {} hosts no grain kind {}", self.member, id.kind());
+            return inv
+                .fail(CallError::Application {
+                    code: tonic::Code::Unimplemented,
+                    message: msg,
+                })
+                .await;
+        };
+        for _ in 0..MAX_BOUNCES {
+            if !self.is_accepting() {
+                let member = self.member.clone();
+                return inv.fail(CallError::ShuttingDown { member }).await;
+            }
+            let (number, actor) = {
+                let mut live = self.live.lock();
+                match live.get(&id) {
+                    Some(e) => (e.number, Ok(e.actor.clone())),
+                    None => {
+                        let number = self.next_number.fetch_add(1, Ordering::Relaxed);
+                        let args = Args {
+                            grain: (kind.factory)(&id),
+                            ctx: GrainContext {
+                                identity: id.clone(),
+                                member: self.member.clone(),
+                                cluster: cluster.clone(),
+                                headers: HashMap::new(),
+                            },
+                            idle_timeout: kind.idle_timeout,
+                            number,
+                        };
+                        match ractor::ActorRuntime::spawn_instant(None, Activation, args) {
+                            Ok((actor, _)) => {
+                                live.insert(
+                                    id.clone(),
+                                    Entry {
+                                        number,
+                                        actor: actor.clone(),
+                                    },
+                                );
+                                (number, Ok(actor))
+                            }
+                            Err(e) => (0, Err(format!("cannot activate {id}: {e}"))),
+                        }
+                    }
+                }
+            };
+            let actor = match actor {
+                Ok(a) => a,
+                Err(msg) => return inv.fail(CallError::from(GrainError::internal(msg))).await,
+            };
+            match actor.send_message(GrainMsg::Call(inv)) {
+                Ok(()) => return,
+                Err(MessagingErr::SendErr(GrainMsg::Call(back))) => {
+                    // The activation is stopping: forget it and activate afresh.
+                    self.remove_if(&id, number);
+                    inv = back;
+                }
+                Err(_) => return, // unreachable: the message is handed back on SendErr
+            }
+        }
+        let msg = format!("{id} could not be activated: activations kept stopping");
+        inv.fail(CallError::from(GrainError::internal(msg))).await;
+    }
+
+    /// Passivates every activation (each finishes the calls in its mailbox and runs its
+    /// `deactivated` hook), waiting at most until `until`. Returns how many did not
+    /// stop in time.
+    pub(crate) async fn passivate_all(&self, until: Instant) -> usize {
+        let entries: Vec<Entry> = self.live.lock().drain().map(|(_, e)| e).collect();
+        let mut late = 0;
+        for e in entries {
+            let left = until.saturating_duration_since(Instant::now());
+            if e.actor
+                .drain_and_wait(Some(left.max(Duration::from_millis(1))))
+                .await
+                .is_err()
+            {
+                e.actor.kill();
+                late += 1;
+            }
+        }
+        late
+    }
+}
+
+struct Activation;
+
+struct Args {
+    grain: Box<dyn Grain>,
+    ctx: GrainContext,
+    idle_timeout: Duration,
+    number: u64,
+}
+
+struct State {
+    grain: Box<dyn Grain>,
+    ctx: GrainContext,
+    idle_timeout: Duration,
+    number: u64,
+    activated: bool,
+    /// The grain panicked or failed to activate: hand every further call to a fresh
+    /// activation.
+    broken: bool,
+    stopping: bool,
+    last_call: Instant,
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+impl State {
+    /// Leaves the catalog and drains: queued calls still arrive here, later ones bounce.
+    fn retire(&mut self, myself: &ActorRef<GrainMsg>) {
+        if !self.stopping {
+            self.stopping = true;
+            let registry = &self.ctx.cluster.shared.registry;
+            registry.remove_if(&self.ctx.identity, self.number);
+            let _ = myself.drain();
+        }
+    }
+}
+
+impl Actor for Activation {
+    type Msg = GrainMsg;
+    type State = State;
+    type Arguments = Args;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<GrainMsg>,
+        args: Args,
+    ) -> Result<State, ActorProcessingErr> {
+        myself.send_after(args.idle_timeout, || GrainMsg::IdleCheck);
+        Ok(State {
+            grain: args.grain,
+            ctx: args.ctx,
+            idle_timeout: args.idle_timeout,
+            number: args.number,
+            activated: false,
+            broken: false,
+            stopping: false,
+            last_call: Instant::now(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<GrainMsg>,
+        msg: GrainMsg,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            GrainMsg::IdleCheck => {
+                if state.stopping {
+                    return Ok(());
+                }
+                let idle = state.last_call.elapsed();
+                if idle >= state.idle_timeout {
+                    tracing::debug!(grain = %state.ctx.identity, ?idle, "passivating idle grain");
+                    state.retire(&myself);
+                } else {
+                    myself.send_after(state.idle_timeout - idle, || GrainMsg::IdleCheck);
+                }
+            }
+            GrainMsg::Call(inv) => {
+                if state.broken {
+                    let cluster = state.ctx.cluster.clone();
+                    let id = state.ctx.identity.clone();
+                    cluster.shared.registry.deliver(&cluster, id, inv).await;
+                    return Ok(());
+                }
+                state.last_call = Instant::now();
+                if Instant::now() >= inv.deadline {
+                    let target = format!("{} {}", state.ctx.identity, inv.method);
+                    inv.fail(CallError::Timeout {
+                        target,
+                        after: Duration::ZERO,
+                    })
+                    .await;
+                    return Ok(());
+                }
+                if !state.activated {
+                    let hook = AssertUnwindSafe(state.grain.activated(&state.ctx)).catch_unwind();
+                    let outcome = match tokio::time::timeout_at(inv.deadline, hook).await {
+                        Ok(Ok(Ok(()))) => Ok(()),
+                        Ok(Ok(Err(e))) => Err(CallError::from(e)),
+                        Ok(Err(p)) => Err(CallError::from(GrainError::internal(format!(
+                            "grain {} panicked while activating: {}",
+                            state.ctx.identity,
+                            panic_message(p.as_ref())
+                        )))),
+                        Err(_) => Err(CallError::Timeout {
+                            target: format!("{} activation", state.ctx.identity),
+                            after: Duration::ZERO,
+                        }),
+                    };
+                    if let Err(e) = outcome {
+                        state.broken = true;
+                        state.retire(&myself);
+                        inv.fail(e).await;
+                        return Ok(());
+                    }
+                    state.activated = true;
+                }
+                let Invocation {
+                    method,
+                    payload,
+                    headers,
+                    deadline,
+                    reply,
+                    _guard,
+                } = inv;
+                state.ctx.headers = headers;
+                let call = AssertUnwindSafe(state.grain.handle(&state.ctx, &method, payload))
+                    .catch_unwind();
+                let result = match tokio::time::timeout_at(deadline, call).await {
+                    Ok(Ok(r)) => r.map_err(CallError::from),
+                    Ok(Err(p)) => {
+                        let msg = format!(
+                            "grain {} panicked in {}: {}",
+                            state.ctx.identity,
+                            method,
+                            panic_message(p.as_ref())
+                        );
+                        tracing::warn!(grain = %state.ctx.identity, %method, "{msg}");
+                        state.broken = true;
+                        state.retire(&myself);
+                        Err(CallError::from(GrainError::internal(msg)))
+                    }
+                    Err(_) => Err(CallError::Timeout {
+                        target: format!("{} {}", state.ctx.identity, method),
+                        after: deadline.saturating_duration_since(state.last_call),
+                    }),
+                };
+                state.ctx.headers = HashMap::new();
+                state.last_call = Instant::now();
+                reply.send(result).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<GrainMsg>,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        state
+            .ctx
+            .cluster
+            .shared
+            .registry
+            .remove_if(&state.ctx.identity, state.number);
+        if state.activated && !state.broken {
+            let hook = AssertUnwindSafe(state.grain.deactivated(&state.ctx)).catch_unwind();
+            if let Err(p) = hook.await {
+                tracing::warn!(
+                    grain = %state.ctx.identity,
+                    "grain panicked while deactivating: {}",
+                    panic_message(p.as_ref())
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,403 @@
+//! The caller side of a link: one task per peer that owns the stream, batches queued
+//! requests into one write, matches responses to callers by correlation id, and
+//! reconnects with backoff and jitter.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Endpoint;
+
+use super::{HDR_ADDRESS, HDR_CLUSTER, HDR_MEMBER_ID, pb};
+use crate::call::Backoff;
+use crate::error::CallError;
+use crate::identity::{Member, MemberId};
+
+/// Settings shared by all links of a member.
+#[derive(Clone, Debug)]
+pub(crate) struct LinkConfig {
+    pub(crate) cluster: String,
+    pub(crate) member_id: MemberId,
+    pub(crate) address: String,
+    pub(crate) queue: usize,
+    pub(crate) max_batch: usize,
+    pub(crate) max_batch_bytes: usize,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) reconnect: Backoff,
+}
+
+type ReplyTx = oneshot::Sender<Result<Bytes, CallError>>;
+
+struct Outbound {
+    request: pb::Request,
+    deadline: Instant,
+    target: String,
+    reply: ReplyTx,
+}
+
+/// A handle on the link to one peer. Dropping or closing it ends the link task, failing
+/// everything still pending.
+pub(crate) struct PeerLink {
+    member: Member,
+    tx: mpsc::Sender<Outbound>,
+    close: watch::Sender<bool>,
+}
+
+impl PeerLink {
+    /// Starts the link task for `member`; it connects on first use.
+    pub(crate) fn spawn(config: LinkConfig, member: Member) -> Self {
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let (close, closed) = watch::channel(false);
+        let task = LinkTask {
+            config,
+            member: member.clone(),
+            rx,
+            closed,
+        };
+        tokio::spawn(task.run());
+        Self { member, tx, close }
+    }
+
+    /// The peer.
+    pub(crate) fn member(&self) -> &Member {
+        &self.member
+    }
+
+    /// Closes the link: calls written to the peer fail at once with
+    /// `MemberUnavailable { maybe_ran: true }`, queued ones with `maybe_ran: false`.
+    pub(crate) fn close(&self) {
+        let _ = self.close.send(true);
+    }
+
+    /// Sends one request and waits for its answer until `deadline`.
+    pub(crate) async fn call(
+        &self,
+        mut request: pb::Request,
+        target: String,
+        deadline: Instant,
+    ) -> Result<Bytes, CallError> {
+        let started = Instant::now();
+        let (reply, answer) = oneshot::channel();
+        request.correlation_id = 0;
+        let out = Outbound {
+            request,
+            deadline,
+            target: target.clone(),
+            reply,
+        };
+        let timeout = |started: Instant| CallError::Timeout {
+            target: target.clone(),
+            after: started.elapsed(),
+        };
+        match tokio::time::timeout_at(deadline, self.tx.send(out)).await {
+            Err(_) => return Err(timeout(started)),
+            Ok(Err(_)) => {
+                return Err(CallError::MemberUnavailable {
+                    member: self.member.id.clone(),
+                    reason: "the link to this member is closed".into(),
+                    maybe_ran: false,
+                });
+            }
+            Ok(Ok(())) => {}
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
+            Err(_) => Err(timeout(started)),
+            Ok(Err(_)) => Err(CallError::MemberUnavailable {
+                member: self.member.id.clone(),
+                reason: "the link to this member closed while the call was in flight".into(),
+                maybe_ran: true,
+            }),
+            Ok(Ok(r)) => r,
+        }
+    }
+}
+
+impl Drop for PeerLink {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+struct LinkTask {
+    config: LinkConfig,
+    member: Member,
+    rx: mpsc::Receiver<Outbound>,
+    closed: watch::Receiver<bool>,
+}
+
+enum Ended {
+    Closed,
+    Broken(String),
+}
+
+struct Pending {
+    target: String,
+    started: Instant,
+    reply: ReplyTx,
+}
+
+impl LinkTask {
+    fn unavailable(&self, reason: &str, maybe_ran: bool) -> CallError {
+        CallError::MemberUnavailable {
+            member: self.member.id.clone(),
+            reason: reason.to_string(),
+            maybe_ran,
+        }
+    }
+
+    /// Fails every queued (never written) request.
+    fn fail_queued(&mut self, reason: &str) {
+        while let Ok(o) = self.rx.try_recv() {
+            let _ = o.reply.send(Err(self.unavailable(reason, false)));
+        }
+    }
+
+    async fn run(mut self) {
+        let mut failures: u32 = 0;
+        loop {
+            // Connect on demand: wait for the first request (or the close).
+            let first = tokio::select! {
+                biased;
+                _ = self.closed.wait_for(|c| *c) => None,
+                o = self.rx.recv() => match o {
+                    Some(o) => Some(o),
+                    None => return,
+                },
+            };
+            let Some(first) = first else {
+                self.fail_queued("the member left the cluster");
+                return;
+            };
+            match self.connect().await {
+                Ok((requests, responses)) => {
+                    if failures > 0 {
+                        tracing::info!(peer = %self.member.id, address = %self.member.address,
+                            "reconnected to peer");
+                    }
+                    failures = 0;
+                    match self.serve(first, requests, responses).await {
+                        Ended::Closed => return,
+                        Ended::Broken(reason) => {
+                            tracing::warn!(peer = %self.member.id, address = %self.member.address,
+                                "link to peer broke: {reason}");
+                        }
+                    }
+                }
+                Err(reason) => {
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(peer = %self.member.id, address = %self.member.address,
+                            "cannot connect to peer: {reason}");
+                    } else {
+                        tracing::debug!(peer = %self.member.id, failures, "cannot connect to peer: {reason}");
+                    }
+                    let _ = first.reply.send(Err(self.unavailable(&reason, false)));
+                    self.fail_queued(&reason);
+                    let pause = self.config.reconnect.delay(failures);
+                    let closed = tokio::select! {
+                        _ = self.closed.wait_for(|c| *c) => true,
+                        _ = tokio::time::sleep(pause) => false,
+                    };
+                    if closed {
+                        self.fail_queued("the member left the cluster");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect(
+        &self,
+    ) -> Result<
+        (
+            mpsc::Sender<pb::RequestBatch>,
+            tonic::Streaming<pb::ResponseBatch>,
+        ),
+        String,
+    > {
+        let uri = format!("http://{}", self.member.address);
+        let endpoint = Endpoint::from_shared(uri.clone())
+            .map_err(|e| format!("invalid peer address {uri}: {e}"))?
+            .connect_timeout(self.config.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .initial_stream_window_size(Some(4 << 20))
+            .initial_connection_window_size(Some(8 << 20));
+        let channel = tokio::time::timeout(self.config.connect_timeout, endpoint.connect())
+            .await
+            .map_err(|_| format!("connecting to {uri} timed out"))?
+            .map_err(|e| format!("connecting to {uri} failed: {e}"))?;
+        let mut client = pb::remote_client::RemoteClient::new(channel)
+            .max_decoding_message_size(self.config.max_message_bytes)
+            .max_encoding_message_size(self.config.max_message_bytes);
+        let (tx, rx) = mpsc::channel::<pb::RequestBatch>(4);
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        let md = request.metadata_mut();
+        let meta =
+            |v: &str| MetadataValue::try_from(v).map_err(|e| format!("bad metadata {v:?}: {e}"));
+        md.insert(HDR_CLUSTER, meta(&self.config.cluster)?);
+        md.insert(HDR_MEMBER_ID, meta(self.config.member_id.as_str())?);
+        md.insert(HDR_ADDRESS, meta(&self.config.address)?);
+        let response = tokio::time::timeout(self.config.connect_timeout, client.open(request))
+            .await
+            .map_err(|_| format!("handshake with {uri} timed out"))?
+            .map_err(|status| {
+                if status.code() == tonic::Code::FailedPrecondition {
+                    tracing::error!(peer = %self.member.id, address = %self.member.address,
+                        "peer refused this member: {}", status.message());
+                }
+                format!("peer refused the connection: {}", status.message())
+            })?;
+        let md = response.metadata();
+        let their_cluster = md
+            .get(HDR_CLUSTER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let their_id = md
+            .get(HDR_MEMBER_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if their_cluster != self.config.cluster {
+            let msg = format!(
+                "cluster mismatch: {} answers for cluster '{their_cluster}', this member belongs to '{}'",
+                self.member.address, self.config.cluster
+            );
+            tracing::error!(peer = %self.member.id, "{msg}");
+            return Err(msg);
+        }
+        if their_id != self.member.id.as_str() {
+            return Err(format!(
+                "{} is now member '{their_id}', not '{}'",
+                self.member.address, self.member.id
+            ));
+        }
+        Ok((tx, response.into_inner()))
+    }
+
+    /// Runs one connected stream until it breaks or the link is closed.
+    async fn serve(
+        &mut self,
+        first: Outbound,
+        requests: mpsc::Sender<pb::RequestBatch>,
+        mut responses: tonic::Streaming<pb::ResponseBatch>,
+    ) -> Ended {
+        let mut pending: HashMap<u64, Pending> = HashMap::new();
+        let mut next_id: u64 = 1;
+        let mut staged: Option<pb::RequestBatch> = None;
+        let mut carry: Option<Outbound> = Some(first);
+
+        // Stage a batch from `carry` and whatever else is queued right now.
+        let stage = |this: &mut Self,
+                     first: Outbound,
+                     pending: &mut HashMap<u64, Pending>,
+                     next_id: &mut u64,
+                     carry: &mut Option<Outbound>|
+         -> Option<pb::RequestBatch> {
+            let mut batch = Vec::new();
+            let mut bytes = 0usize;
+            let mut next = Some(first);
+            while let Some(mut o) = next.take() {
+                let now = Instant::now();
+                if o.reply.is_closed() {
+                    // The caller gave up; never send it.
+                } else if o.deadline <= now {
+                    let _ = o.reply.send(Err(CallError::Timeout {
+                        target: o.target,
+                        after: Duration::ZERO,
+                    }));
+                } else {
+                    let len = o.request.encoded_len();
+                    if !batch.is_empty() && bytes + len > this.config.max_batch_bytes {
+                        *carry = Some(o);
+                        break;
+                    }
+                    bytes += len;
+                    let id = *next_id;
+                    *next_id += 1;
+                    o.request.correlation_id = id;
+                    o.request.timeout_micros = super::micros_until(o.deadline);
+                    batch.push(o.request);
+                    pending.insert(
+                        id,
+                        Pending {
+                            target: o.target,
+                            started: now,
+                            reply: o.reply,
+                        },
+                    );
+                }
+                if batch.len() >= this.config.max_batch {
+                    break;
+                }
+                next = this.rx.try_recv().ok();
+            }
+            (!batch.is_empty()).then_some(pb::RequestBatch { requests: batch })
+        };
+
+        let ended = loop {
+            if staged.is_none()
+                && let Some(o) = carry.take()
+            {
+                staged = stage(self, o, &mut pending, &mut next_id, &mut carry);
+            }
+            tokio::select! {
+                biased;
+                _ = self.closed.wait_for(|c| *c) => break Ended::Closed,
+                msg = responses.next() => match msg {
+                    Some(Ok(batch)) => {
+                        for r in batch.responses {
+                            if let Some(p) = pending.remove(&r.correlation_id) {
+                                let _ = p.reply.send(super::outcome(&self.member.id, &p.target, p.started, r.result));
+                            }
+                        }
+                    }
+                    Some(Err(status)) => break Ended::Broken(format!("stream error: {status}")),
+                    None => break Ended::Broken("the peer closed the stream".into()),
+                },
+                permit = requests.reserve(), if staged.is_some() => match permit {
+                    Ok(permit) => {
+                        if let Some(b) = staged.take() {
+                            permit.send(b);
+                        }
+                    }
+                    Err(_) => break Ended::Broken("the request stream closed".into()),
+                },
+                o = self.rx.recv(), if staged.is_none() && carry.is_none() => match o {
+                    Some(o) => carry = Some(o),
+                    None => break Ended::Closed,
+                },
+            }
+        };
+        let (reason, left) = match &ended {
+            Ended::Closed => ("the member left the cluster".to_string(), true),
+            Ended::Broken(r) => (r.clone(), false),
+        };
+        // Staged requests were never written: they did not run.
+        if let Some(b) = staged.take() {
+            for r in b.requests {
+                if let Some(p) = pending.remove(&r.correlation_id) {
+                    let _ = p.reply.send(Err(self.unavailable(&reason, false)));
+                }
+            }
+        }
+        for (_, p) in pending.drain() {
+            let _ = p.reply.send(Err(self.unavailable(&reason, true)));
+        }
+        if let Some(o) = carry.take() {
+            let _ = o.reply.send(Err(self.unavailable(&reason, false)));
+        }
+        if left {
+            self.fail_queued(&reason);
+        }
+        ended
+    }
+}

@@ -1,0 +1,125 @@
+//! The transport between members: one long-lived bidirectional gRPC stream per ordered
+//! pair of members (`grain.v1.Remote/Open`), carrying batches of requests one way and
+//! batches of responses the other.
+//!
+//! The transport knows envelopes, members and streams; it knows nothing of activations
+//! (the server hands each request to a [`Dispatch`] and writes back what it answers).
+//!
+//! **Handshake.** The caller sends its cluster name, member id and address as request
+//! metadata (`grain-cluster`, `grain-member-id`, `grain-address`); the callee refuses a
+//! caller of another cluster with `FAILED_PRECONDITION` naming both clusters, and
+//! answers its own cluster and member id in the response metadata, which the caller
+//! checks (an address now used by another member, or by another cluster, is refused).
+//!
+//! **Batching.** A writer drains whatever is queued (up to a count and a byte budget)
+//! into one message; there is no timer, so an idle link adds no latency.
+//!
+//! **Bounds.** Outbound queues are bounded (a full queue makes callers wait, within
+//! their deadline); the callee bounds the calls in flight per stream; messages are
+//! capped in size at both ends.
+
+mod client;
+mod server;
+
+pub(crate) use client::{LinkConfig, PeerLink};
+pub(crate) use server::{Dispatch, RemoteService, ResponseSink, ServerLimits};
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::error::CallError;
+use crate::grain::Code;
+use crate::identity::MemberId;
+
+/// Generated protobuf and gRPC types of `proto/grain/v1/remote.proto`.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub(crate) mod pb {
+    tonic::include_proto!("grain.v1");
+}
+
+pub(crate) const HDR_CLUSTER: &str = "grain-cluster";
+pub(crate) const HDR_MEMBER_ID: &str = "grain-member-id";
+pub(crate) const HDR_ADDRESS: &str = "grain-address";
+
+/// Builds the wire response for a call's outcome.
+pub(crate) fn response(correlation_id: u64, result: Result<Bytes, CallError>) -> pb::Response {
+    use pb::failure::Reason;
+    let result = match result {
+        Ok(payload) => pb::response::Result::Payload(payload),
+        Err(e) => {
+            let (reason, code, message) = match &e {
+                CallError::Application { code, message } => {
+                    (Reason::Application, *code as i32, message.clone())
+                }
+                CallError::WrongOwner { .. } => (Reason::WrongOwner, 0, e.to_string()),
+                CallError::ShuttingDown { .. } => (Reason::ShuttingDown, 0, e.to_string()),
+                CallError::Timeout { .. } => (Reason::Timeout, 0, e.to_string()),
+                other => (Reason::Application, other.code() as i32, other.to_string()),
+            };
+            pb::response::Result::Failure(pb::Failure {
+                reason: reason as i32,
+                code,
+                message,
+            })
+        }
+    };
+    pb::Response {
+        correlation_id,
+        result: Some(result),
+    }
+}
+
+/// Turns a wire response from `member` into a call outcome.
+pub(crate) fn outcome(
+    member: &MemberId,
+    target: &str,
+    started: tokio::time::Instant,
+    result: Option<pb::response::Result>,
+) -> Result<Bytes, CallError> {
+    use pb::failure::Reason;
+    match result {
+        Some(pb::response::Result::Payload(p)) => Ok(p),
+        Some(pb::response::Result::Failure(f)) => Err(match Reason::try_from(f.reason) {
+            Ok(Reason::WrongOwner) => CallError::WrongOwner {
+                member: member.clone(),
+                target: target.to_string(),
+            },
+            Ok(Reason::ShuttingDown) => CallError::ShuttingDown {
+                member: member.clone(),
+            },
+            Ok(Reason::Timeout) => CallError::Timeout {
+                target: target.to_string(),
+                after: started.elapsed(),
+            },
+            Ok(Reason::UnknownKind) => CallError::Application {
+                code: Code::Unimplemented,
+                message: f.message,
+            },
+            Ok(Reason::Application) | Err(_) => CallError::Application {
+                code: Code::from_i32(f.code),
+                message: f.message,
+            },
+        }),
+        None => Err(CallError::Codec(format!(
+            "member {member} sent a response with neither payload nor failure"
+        ))),
+    }
+}
+
+/// Timeout left until `deadline`, in microseconds for the wire (at least 1).
+pub(crate) fn micros_until(deadline: tokio::time::Instant) -> u64 {
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    (left.as_micros().min(u64::MAX as u128) as u64).max(1)
+}
+
+/// A deadline from a wire timeout; 0 means "none", capped at one hour.
+pub(crate) fn deadline_from_micros(micros: u64) -> tokio::time::Instant {
+    let cap = Duration::from_secs(3600);
+    let d = if micros == 0 {
+        cap
+    } else {
+        Duration::from_micros(micros).min(cap)
+    };
+    tokio::time::Instant::now() + d
+}

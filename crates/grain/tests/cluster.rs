@@ -1,0 +1,340 @@
+//! Three members in one process, real tonic over loopback, the in-memory provider.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use futures::stream::{FuturesUnordered, StreamExt};
+use grain::{CallError, CallOptions, ClusterIdentity, Code};
+use tokio::time::Instant;
+
+const TTL: Duration = Duration::from_secs(2);
+
+fn id(name: &str) -> ClusterIdentity {
+    ClusterIdentity::new(COUNTER, name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grain_called_from_any_member_runs_on_its_owner() {
+    let (nodes, _p) = start_cluster("owner-test", 3, TTL).await;
+    for i in 0..30 {
+        let target = id(&format!("g{i}"));
+        let owner = nodes[0]
+            .cluster()
+            .owner_of(&target)
+            .map(|m| m.id.to_string());
+        for node in &nodes {
+            assert_eq!(
+                node.cluster().owner_of(&target).map(|m| m.id.to_string()),
+                owner
+            );
+            let answer = node.cluster().call(&target, ADD, Bytes::new()).await;
+            let answer = answer.unwrap_or_else(|e| panic!("call to {target} failed: {e}"));
+            let (ran_on, _) = member_of(&answer);
+            assert_eq!(
+                Some(ran_on),
+                owner,
+                "{target} ran on a member that does not own it"
+            );
+        }
+    }
+    // Identities spread: every member owns some of 30.
+    let mut owners: Vec<String> = (0..30)
+        .filter_map(|i| {
+            nodes[0]
+                .cluster()
+                .owner_of(&id(&format!("g{i}")))
+                .map(|m| m.id.to_string())
+        })
+        .collect();
+    owners.sort();
+    owners.dedup();
+    assert_eq!(owners.len(), 3);
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_identity_keeps_its_state_across_calls_from_every_member() {
+    let (nodes, _p) = start_cluster("state-test", 3, TTL).await;
+    let target = id("counter-1");
+    for round in 0..5u64 {
+        for (i, node) in nodes.iter().enumerate() {
+            let answer = node.cluster().call(&target, ADD, Bytes::new()).await;
+            let (_, count) = member_of(&answer.unwrap_or_else(|e| panic!("add failed: {e}")));
+            assert_eq!(count, round * 3 + i as u64 + 1);
+        }
+    }
+    let live: usize = nodes.iter().map(|n| n.activation_count_of(COUNTER)).sum();
+    assert_eq!(live, 1, "one identity must have exactly one activation");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_concurrent_calls_over_many_identities_all_answer_correctly() {
+    let (nodes, _p) = start_cluster("load-test", 3, TTL).await;
+    let clusters: Vec<_> = nodes.iter().map(|n| n.cluster()).collect();
+    let options = CallOptions::default().with_timeout(Duration::from_secs(30));
+    let mut calls = FuturesUnordered::new();
+    for i in 0..10_000i64 {
+        let cluster = clusters[i as usize % 3].clone();
+        let options = options.clone();
+        calls.push(async move {
+            let target = id(&format!("load-{}", i % 500));
+            let r = cluster
+                .call_with(&target, DOUBLE, Bytes::from(i.to_string()), &options)
+                .await;
+            (i, r)
+        });
+    }
+    let mut ok = 0;
+    while let Some((i, r)) = calls.next().await {
+        let answer = r.unwrap_or_else(|e| panic!("call {i} failed: {e}"));
+        assert_eq!(
+            answer,
+            Bytes::from((2 * i).to_string()),
+            "call {i} got a wrong answer"
+        );
+        ok += 1;
+    }
+    assert_eq!(ok, 10_000);
+    let per_member: Vec<usize> = nodes
+        .iter()
+        .map(|n| n.activation_count_of(COUNTER))
+        .collect();
+    assert_eq!(
+        per_member.iter().sum::<usize>(),
+        500,
+        "activations per member: {per_member:?}"
+    );
+    assert!(
+        per_member.iter().all(|&n| n > 0),
+        "every member should own some: {per_member:?}"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_of_a_member_that_leaves_answer_from_their_new_owners() {
+    let (mut nodes, _p) = start_cluster("leave-test", 3, TTL).await;
+    let leaving = nodes.remove(2);
+    let leaving_id = leaving.member().id.clone();
+    let caller = nodes[0].cluster();
+    let mut theirs = Vec::new();
+    for i in 0..60 {
+        let target = id(&format!("l{i}"));
+        let answer = caller.call(&target, ADD, Bytes::new()).await;
+        let (ran_on, _) = member_of(&answer.unwrap_or_else(|e| panic!("{e}")));
+        if ran_on == leaving_id.as_str() {
+            theirs.push(target);
+        }
+    }
+    assert!(
+        !theirs.is_empty(),
+        "the leaving member owned none of 60 identities"
+    );
+    leaving.shutdown().await;
+    let gone = caller
+        .wait_until(Duration::from_secs(5), |t| t.member(&leaving_id).is_none())
+        .await;
+    assert!(gone, "the member that left is still in the topology");
+    for target in theirs {
+        let answer = caller.call(&target, ADD, Bytes::new()).await;
+        let (ran_on, count) = member_of(&answer.unwrap_or_else(|e| panic!("{target}: {e}")));
+        assert_ne!(ran_on, leaving_id.as_str());
+        assert_eq!(
+            Some(ran_on),
+            caller.owner_of(&target).map(|m| m.id.to_string())
+        );
+        assert_eq!(
+            count, 1,
+            "{target} should be a fresh activation on its new owner"
+        );
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_fails_only_that_call_and_the_next_call_gets_a_fresh_activation() {
+    let (nodes, _p) = start_cluster("panic-test", 3, TTL).await;
+    for (n, caller) in nodes.iter().enumerate() {
+        let target = id(&format!("panicky-{n}"));
+        let c = caller.cluster();
+        assert!(c.call(&target, ADD, Bytes::new()).await.is_ok());
+        assert!(c.call(&target, ADD, Bytes::new()).await.is_ok());
+        match c.call(&target, PANIC, Bytes::new()).await {
+            Err(CallError::Application { code, message }) => {
+                assert_eq!(code, Code::Internal);
+                assert!(message.contains("panicked"), "message: {message}");
+            }
+            other => panic!("a panicking call answered {other:?}"),
+        }
+        let answer = c.call(&target, ADD, Bytes::new()).await;
+        let (_, count) = member_of(&answer.unwrap_or_else(|e| panic!("after panic: {e}")));
+        assert_eq!(
+            count, 1,
+            "the grain was not activated afresh after the panic"
+        );
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_error_reaches_the_caller_with_its_code() {
+    let (nodes, _p) = start_cluster("error-test", 3, TTL).await;
+    for node in &nodes {
+        match node.cluster().call(&id("closed"), FAIL, Bytes::new()).await {
+            Err(CallError::Application { code, message }) => {
+                assert_eq!(code, Code::FailedPrecondition);
+                assert_eq!(message, "counter is closed");
+            }
+            other => panic!("got {other:?}"),
+        }
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grain_that_never_answers_times_out_within_its_deadline_plus_slack() {
+    let (nodes, _p) = start_cluster("hang-test", 3, TTL).await;
+    let timeout = Duration::from_millis(300);
+    let slack = Duration::from_millis(200);
+    let options = CallOptions::default().with_timeout(timeout);
+    for node in &nodes {
+        let target = id("sleeper");
+        let started = Instant::now();
+        let r = node
+            .cluster()
+            .call_with(&target, HANG, Bytes::new(), &options)
+            .await;
+        let took = started.elapsed();
+        assert!(matches!(r, Err(CallError::Timeout { .. })), "got {r:?}");
+        assert!(took >= timeout && took <= timeout + slack, "took {took:?}");
+        // The hung call was cancelled at its deadline: the grain answers again.
+        let r = node.cluster().call(&target, ADD, Bytes::new()).await;
+        assert!(
+            r.is_ok(),
+            "grain still blocked after a timed-out call: {r:?}"
+        );
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_to_a_member_that_leaves_the_topology_fail_at_once() {
+    let (nodes, provider) = start_cluster("inflight-test", 3, TTL).await;
+    let caller = nodes[0].cluster();
+    let target = (0..1000)
+        .map(|i| id(&format!("h{i}")))
+        .find(|t| {
+            caller
+                .owner_of(t)
+                .is_some_and(|m| m.id == nodes[2].member().id)
+        })
+        .unwrap_or_else(|| panic!("no identity owned by member 2"));
+    let options = CallOptions::default().with_timeout(Duration::from_secs(20));
+    let call = {
+        let caller = caller.clone();
+        let target = target.clone();
+        tokio::spawn(async move {
+            caller
+                .call_with(&target, HANG, Bytes::new(), &options)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    // The provider declares member 2 gone (as Consul does when its check fails).
+    use grain::membership::MembershipProvider;
+    provider
+        .deregister(&nodes[2].member().id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = call.await.unwrap_or_else(|e| panic!("{e}"));
+    let took = started.elapsed();
+    match r {
+        Err(CallError::MemberUnavailable { maybe_ran, .. }) => assert!(maybe_ran),
+        other => panic!("got {other:?}"),
+    }
+    assert!(
+        took < Duration::from_secs(2),
+        "pending call failed only after {took:?}"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_kind_nobody_hosts_says_so() {
+    let (nodes, _p) = start_cluster("nokind-test", 2, TTL).await;
+    let r = nodes[0]
+        .cluster()
+        .call(&ClusterIdentity::new("Nobody", "x"), ADD, Bytes::new())
+        .await;
+    assert_eq!(
+        r,
+        Err(CallError::NoMemberHostsKind {
+            kind: "Nobody".into()
+        })
+    );
+    let missing = nodes[0]
+        .cluster()
+        .wait_for_kinds(&[COUNTER, "Nobody"], Duration::from_millis(200))
+        .await;
+    assert_eq!(
+        missing.map_err(|m| m.missing),
+        Err(vec!["Nobody".to_string()])
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_grain_is_passivated_after_its_idle_timeout() {
+    let provider = grain::membership::InMemoryMembership::new(TTL);
+    let kind = counter_kind().idle_timeout(Duration::from_millis(200));
+    let node = grain::Node::start(
+        config("idle-test", "idle"),
+        vec![kind],
+        std::sync::Arc::new(provider),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let c = node.cluster();
+    let target = id("sleepy");
+    let mut counts = HashMap::new();
+    for _ in 0..3 {
+        let a = c
+            .call(&target, ADD, Bytes::new())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        counts.insert(member_of(&a).1, ());
+    }
+    assert_eq!(node.activation_count(), 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(node.activation_count(), 0, "idle grain was not passivated");
+    let a = c
+        .call(&target, ADD, Bytes::new())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(member_of(&a).1, 1, "a passivated grain starts afresh");
+    node.shutdown().await;
+}
