@@ -30,6 +30,7 @@
 
 mod activation;
 pub mod call;
+pub mod codegen;
 pub mod error;
 pub mod grain;
 pub mod identity;
