@@ -195,6 +195,20 @@ impl Shared {
         link
     }
 
+    /// Adds (or updates) `members` without removing anyone.
+    fn apply_union(&self, members: Vec<Member>) -> bool {
+        let current = self.view.load_full();
+        let mut all: Vec<Member> = current
+            .topology()
+            .members()
+            .iter()
+            .filter(|m| !members.iter().any(|n| n.id == m.id))
+            .cloned()
+            .collect();
+        all.extend(members);
+        self.apply(all)
+    }
+
     /// Installs a new member list (from the provider); returns true when it changed.
     fn apply(&self, mut members: Vec<Member>) -> bool {
         // This member is always part of its own view: local calls keep working while the
@@ -833,6 +847,9 @@ async fn watch_loop(
         multiplier: 2,
     };
     let mut index: Option<u64> = None;
+    let mut last_seen: Option<u64> = None;
+    let mut grace_until: Option<Instant> = None;
+    let grace = provider.keep_alive_interval() * 2 + Duration::from_millis(500);
     let mut trouble = Trouble::default();
     let mut failures = 0;
     loop {
@@ -847,14 +864,35 @@ async fn watch_loop(
                 failures = 0;
                 // Consul's rules for blocking-query indexes: start over when the index
                 // goes backwards, and never use an index below 1.
-                index = match index {
-                    Some(old) if snapshot.index < old => None,
-                    _ => Some(snapshot.index.max(1)),
+                let went_back = last_seen.is_some_and(|seen| snapshot.index < seen);
+                last_seen = Some(snapshot.index);
+                index = if went_back {
+                    None
+                } else {
+                    Some(snapshot.index.max(1))
                 };
-                cluster.shared.apply(snapshot.members);
-                config
-                    .membership_min_interval
-                    .saturating_sub(started.elapsed())
+                if went_back {
+                    // The store restarted empty (a dev agent, a lost Consul server): the
+                    // members are re-registering right now. Keep everyone for a grace
+                    // period instead of reshuffling placement twice.
+                    tracing::info!(
+                        ?grace,
+                        "membership index went backwards (the store restarted); \
+                        keeping current members while they register again"
+                    );
+                    grace_until = Some(Instant::now() + grace);
+                }
+                if grace_until.is_some_and(|g| Instant::now() < g) {
+                    cluster.shared.apply_union(snapshot.members);
+                    index = None;
+                    Duration::from_millis(100)
+                } else {
+                    grace_until = None;
+                    cluster.shared.apply(snapshot.members);
+                    config
+                        .membership_min_interval
+                        .saturating_sub(started.elapsed())
+                }
             }
             Err(e) => {
                 trouble.failed("watch", &e);

@@ -271,11 +271,19 @@ pub async fn keep_alive_after_deregister_answers_not_registered(h: &Harness) {
 }
 
 /// Generates one `#[tokio::test]` per conformance rule. The argument is a closure
-/// returning a future of [`Harness`]; each test gets a fresh one.
+/// returning a future of [`Harness`]; each test gets a fresh one. With
+/// `ignore = "reason", ` first, every test is `#[ignore]`d with that reason (for a
+/// backend that is not always there, such as a real Consul agent).
 #[macro_export]
 macro_rules! membership_conformance_tests {
+    (ignore = $reason:literal, $make:expr) => {
+        $crate::membership_conformance_tests!(@rules [#[ignore = $reason]] $make);
+    };
     ($make:expr) => {
-        $crate::__membership_conformance_tests!($make;
+        $crate::membership_conformance_tests!(@rules [] $make);
+    };
+    (@rules $attrs:tt $make:expr) => {
+        $crate::__membership_conformance_tests!($attrs $make;
             registered_member_is_listed_with_its_details,
             index_is_at_least_one,
             deregistered_member_is_no_longer_listed,
@@ -293,13 +301,20 @@ macro_rules! membership_conformance_tests {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __membership_conformance_tests {
-    ($make:expr; $($rule:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $rule() {
-                let harness = ($make)().await;
-                $crate::membership::testkit::$rule(&harness).await;
-            }
-        )*
+    ($attrs:tt $make:expr; $($rule:ident),* $(,)?) => {
+        $( $crate::__membership_conformance_test!($attrs $make; $rule); )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __membership_conformance_test {
+    ([$(#[$meta:meta])*] $make:expr; $rule:ident) => {
+        $(#[$meta])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $rule() {
+            let harness = ($make)().await;
+            $crate::membership::testkit::$rule(&harness).await;
+        }
     };
 }

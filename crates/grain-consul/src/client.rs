@@ -1,0 +1,147 @@
+//! A small client for the Consul agent HTTP API (hyper, HTTP/1.1).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::Token;
+
+/// Why a request to Consul failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsulError {
+    /// No answer: connection refused, reset, or timed out.
+    #[error("cannot reach Consul at {address}: {reason}")]
+    Unreachable {
+        /// The agent address.
+        address: String,
+        /// What happened.
+        reason: String,
+    },
+    /// Consul answered with an error status.
+    #[error("Consul answered {status} to {what}: {body}")]
+    Status {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The request, e.g. `PUT /v1/agent/service/register`.
+        what: String,
+        /// Consul's message.
+        body: String,
+    },
+    /// The answer could not be decoded.
+    #[error("cannot decode Consul's answer to {what}: {reason}")]
+    Decode {
+        /// The request.
+        what: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// An answer: status, headers, body.
+pub(crate) struct Answer {
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+/// Percent-encodes a path segment or query value.
+pub(crate) fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Clone)]
+pub(crate) struct ConsulClient {
+    http: Client<HttpConnector, Full<Bytes>>,
+    base: String,
+    token: Option<Token>,
+}
+
+impl ConsulClient {
+    pub(crate) fn new(base: String, token: Option<Token>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Self { http, base, token }
+    }
+
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends one request; a non-2xx status is an error.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Answer, ConsulError> {
+        let what = format!(
+            "{method} {}",
+            path_and_query.split('?').next().unwrap_or("")
+        );
+        let unreachable = |reason: String| ConsulError::Unreachable {
+            address: self.base.clone(),
+            reason,
+        };
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path_and_query}", self.base));
+        if let Some(t) = &self.token {
+            req = req.header("X-Consul-Token", t.expose());
+        }
+        if body.is_some() {
+            req = req.header("Content-Type", "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| unreachable(format!("invalid request: {e}")))?;
+        let response = tokio::time::timeout(timeout, self.http.request(req))
+            .await
+            .map_err(|_| unreachable(format!("no answer within {timeout:?}")))?
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = tokio::time::timeout(timeout, response.into_body().collect())
+            .await
+            .map_err(|_| unreachable(format!("answer not complete within {timeout:?}")))?
+            .map_err(|e| unreachable(format!("reading the answer: {e}")))?
+            .to_bytes();
+        if !status.is_success() {
+            let mut text = String::from_utf8_lossy(&body).trim().to_string();
+            text.truncate(500);
+            return Err(ConsulError::Status {
+                status,
+                what,
+                body: text,
+            });
+        }
+        Ok(Answer { headers, body })
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}

@@ -1,0 +1,23 @@
+//! # grain-consul — Consul membership for grain clusters
+//!
+//! - [`ConsulMembership`]: a [`grain::membership::MembershipProvider`] over Consul's agent
+//!   HTTP API: each member registers as an instance of the service named after the
+//!   cluster, with a TTL check it keeps passing; the topology is watched with blocking
+//!   queries on the passing instances. Configured by [`ConsulConfig`] (environment:
+//!   `CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN`, `CONSUL_DATACENTER`).
+//! - [`agent::DevAgent`]: a Consul-compatible dev agent for machines with no Consul,
+//!   also runnable as the `consul-dev-agent` binary.
+//!
+//! This crate knows nothing of activations or transport: it only speaks the membership
+//! contract.
+
+pub mod agent;
+pub mod api;
+mod client;
+pub mod config;
+mod provider;
+
+pub use agent::{DevAgent, DevAgentConfig, DevAgentError};
+pub use client::ConsulError;
+pub use config::{ConsulConfig, Token};
+pub use provider::{ConsulMembership, meta};
