@@ -1,0 +1,5 @@
+//! The `fizz` binary: see `fizzbuzz::cli::fizz_main`.
+
+fn main() -> std::process::ExitCode {
+    fizzbuzz::cli::fizz_main()
+}

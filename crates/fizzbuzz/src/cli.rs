@@ -1,0 +1,188 @@
+//! What the binaries share: argument parsing with exit status 64 on a bad option,
+//! logging to stderr, signals, and the mains themselves.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::{ClientCommand, run_client, verdict};
+use crate::config::Role;
+use crate::launcher::{AgentArgs, UpArgs, agent, up};
+use crate::nodes::{HostArgs, run_host};
+use crate::{AppError, exit};
+
+/// Parses arguments; help and version exit 0, a bad option exits 64 with clap's message
+/// (which names the option).
+fn parse<T: Parser>() -> Result<T, ExitCode> {
+    T::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            ExitCode::from(exit::USAGE)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
+
+/// Logs to stderr with `filter` (e.g. `info`, `grain=debug`).
+pub fn init_logging(filter: &str) -> Result<(), AppError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| AppError::Usage(format!("--log-level {filter:?}: {e}")))?;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .try_init();
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn run(work: impl std::future::Future<Output = Result<u8, AppError>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// The `fizz` and `buzz` binaries.
+#[derive(Parser, Debug)]
+#[command(version, about = "A FizzBuzz cluster node hosting one grain kind")]
+struct HostCli {
+    #[command(flatten)]
+    args: HostArgs,
+}
+
+async fn host(role: Role, args: HostArgs) -> Result<u8, AppError> {
+    init_logging(&args.common.log_level)?;
+    run_host(role, &args, shutdown_signal()).await?;
+    Ok(exit::OK)
+}
+
+/// `fizz`: hosts FizzService until Ctrl-C or SIGTERM.
+pub fn fizz_main() -> ExitCode {
+    match parse::<HostCli>() {
+        Ok(cli) => run(host(Role::Fizz, cli.args)),
+        Err(code) => code,
+    }
+}
+
+/// `buzz`: hosts BuzzService until Ctrl-C or SIGTERM.
+pub fn buzz_main() -> ExitCode {
+    match parse::<HostCli>() {
+        Ok(cli) => run(host(Role::Buzz, cli.args)),
+        Err(code) => code,
+    }
+}
+
+/// The `client` binary.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Drives FizzBuzz through the cluster and prints the results in order"
+)]
+struct ClientCli {
+    #[command(flatten)]
+    command: ClientCommand,
+}
+
+async fn client(command: ClientCommand) -> Result<u8, AppError> {
+    init_logging(&command.common.log_level)?;
+    let stdout = std::io::stdout();
+    let summary = if stdout.is_terminal() {
+        let mut out = stdout;
+        run_client(&command, &mut out, shutdown_signal()).await?
+    } else {
+        let mut out = std::io::BufWriter::with_capacity(64 << 10, stdout);
+        let s = run_client(&command, &mut out, shutdown_signal()).await?;
+        let _ = out.flush();
+        s
+    };
+    eprint!("{}", summary.report());
+    verdict(&command.run, &summary)?;
+    Ok(exit::OK)
+}
+
+/// `client`: joins, waits for both kinds, prints FizzBuzz.
+pub fn client_main() -> ExitCode {
+    match parse::<ClientCli>() {
+        Ok(cli) => run(client(cli.command)),
+        Err(code) => code,
+    }
+}
+
+/// The `fizzbuzz` launcher.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "The FizzBuzz cluster: one command to run it all, or any one part"
+)]
+struct FizzbuzzCli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start a dev agent (or use --consul-addr), the fizz, buzz and client nodes, and
+    /// print the client's output; exits with the client's status.
+    Up(UpArgs),
+    /// Run the Consul-compatible dev agent alone.
+    Agent(AgentArgs),
+    /// Run a fizz node (as the `fizz` binary does).
+    Fizz(HostArgs),
+    /// Run a buzz node (as the `buzz` binary does).
+    Buzz(HostArgs),
+    /// Run the client (as the `client` binary does).
+    Client(ClientCommand),
+}
+
+/// `fizzbuzz up | agent | fizz | buzz | client`.
+pub fn fizzbuzz_main() -> ExitCode {
+    let cli = match parse::<FizzbuzzCli>() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match cli.command {
+        Command::Up(args) => run(async move {
+            init_logging(&format!("{},grain=warn", "info"))?;
+            up(&args, shutdown_signal()).await
+        }),
+        Command::Agent(args) => run(async move {
+            init_logging("info")?;
+            agent(&args, shutdown_signal()).await?;
+            Ok(exit::OK)
+        }),
+        Command::Fizz(args) => run(host(Role::Fizz, args)),
+        Command::Buzz(args) => run(host(Role::Buzz, args)),
+        Command::Client(command) => run(client(command)),
+    }
+}

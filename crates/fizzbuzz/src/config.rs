@@ -1,0 +1,109 @@
+//! Options every node takes, each also an environment variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use grain::NodeConfig;
+use grain_consul::{ConsulConfig, ConsulMembership, Token};
+
+use crate::AppError;
+
+/// `FIZZBUZZ_CLUSTER`: the cluster name.
+pub const ENV_CLUSTER: &str = "FIZZBUZZ_CLUSTER";
+/// `FIZZBUZZ_BIND`: the gRPC bind address.
+pub const ENV_BIND: &str = "FIZZBUZZ_BIND";
+/// `FIZZBUZZ_ADVERTISE`: the address other members use.
+pub const ENV_ADVERTISE: &str = "FIZZBUZZ_ADVERTISE";
+/// `FIZZBUZZ_LOG`: the log filter.
+pub const ENV_LOG: &str = "FIZZBUZZ_LOG";
+
+/// The role of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Hosts `FizzService`.
+    Fizz,
+    /// Hosts `BuzzService`.
+    Buzz,
+    /// Hosts nothing; drives the work.
+    Client,
+}
+
+impl Role {
+    /// `fizz`, `buzz` or `client`: the process name, member id prefix and Consul role.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Fizz => "fizz",
+            Role::Buzz => "buzz",
+            Role::Client => "client",
+        }
+    }
+}
+
+/// Parses `300ms`, `5s`, `2m`, `1h30m` (Go/Consul style).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    grain_consul::api::parse_go_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration (examples: 500ms, 5s, 2m)"))
+}
+
+/// Options shared by `fizz`, `buzz` and `client`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CommonArgs {
+    /// Cluster name; members of another cluster are refused.
+    #[arg(long, env = ENV_CLUSTER, default_value = "fizzbuzz-cluster")]
+    pub cluster: String,
+    /// Consul agent address (`host:port` or `http://host:port`).
+    #[arg(long, env = grain_consul::config::ENV_HTTP_ADDR, default_value = grain_consul::config::DEFAULT_HTTP_ADDR)]
+    pub consul_addr: String,
+    /// Consul ACL token, sent as X-Consul-Token.
+    #[arg(long, env = grain_consul::config::ENV_HTTP_TOKEN, hide_env_values = true)]
+    pub consul_token: Option<String>,
+    /// Consul datacenter to query (default: the agent's).
+    #[arg(long, env = grain_consul::config::ENV_DATACENTER)]
+    pub datacenter: Option<String>,
+    /// Where the gRPC server listens (port 0: any free port).
+    #[arg(long, env = ENV_BIND, default_value = "127.0.0.1:0")]
+    pub bind: SocketAddr,
+    /// The host:port other members use to reach this node (containers, NAT).
+    #[arg(long, env = ENV_ADVERTISE)]
+    pub advertise: Option<String>,
+    /// Log filter: error, warn, info, debug, trace, or directives like `grain=debug`.
+    #[arg(long, env = ENV_LOG, default_value = "info")]
+    pub log_level: String,
+}
+
+impl CommonArgs {
+    /// The node's configuration; errors name the option.
+    pub fn node_config(&self, role: Role) -> Result<NodeConfig, AppError> {
+        let config = NodeConfig {
+            cluster_name: self.cluster.clone(),
+            member_prefix: role.name().into(),
+            bind: self.bind,
+            advertise: self.advertise.clone(),
+            ..NodeConfig::default()
+        };
+        config.validate().map_err(|e| {
+            AppError::Usage(format!(
+                "invalid option (--cluster/--bind/--advertise): {e}"
+            ))
+        })?;
+        Ok(config)
+    }
+
+    /// The Consul membership provider; errors name the option.
+    pub fn membership(&self, role: Role) -> Result<ConsulMembership, AppError> {
+        let config = ConsulConfig {
+            address: self.consul_addr.clone(),
+            token: self
+                .consul_token
+                .clone()
+                .filter(|t| !t.is_empty())
+                .map(Token::new),
+            datacenter: self.datacenter.clone().filter(|d| !d.is_empty()),
+            role: role.name().into(),
+            ..ConsulConfig::default()
+        };
+        ConsulMembership::new(&self.cluster, config).map_err(|e| {
+            AppError::Usage(format!("invalid option (--consul-addr/--datacenter): {e}"))
+        })
+    }
+}

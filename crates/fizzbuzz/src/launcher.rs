@@ -1,0 +1,181 @@
+//! `fizzbuzz up` (a dev agent and the three nodes as child processes) and
+//! `fizzbuzz agent` (the dev agent alone).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use grain_consul::{DevAgent, DevAgentConfig, Token};
+use tokio::process::{Child, Command};
+
+use crate::AppError;
+use crate::client::ClientArgs;
+use crate::config::{ENV_CLUSTER, ENV_LOG, Role};
+
+/// Options of `fizzbuzz up`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct UpArgs {
+    /// Use this Consul agent instead of starting a dev agent on a free loopback port.
+    #[arg(long)]
+    pub consul_addr: Option<String>,
+    /// Cluster name.
+    #[arg(long, default_value = "fizzbuzz-cluster")]
+    pub cluster: String,
+    /// Log filter of the three nodes (their logs go to stderr).
+    #[arg(long, env = ENV_LOG, default_value = "warn")]
+    pub log_level: String,
+    /// What the client does.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Options of `fizzbuzz agent`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct AgentArgs {
+    /// Where to listen (port 0 picks a free one).
+    #[arg(long, env = "GRAIN_DEV_AGENT_BIND", default_value = "127.0.0.1:8500")]
+    pub bind: SocketAddr,
+    /// Allow a non-loopback address (the dev agent has no real security).
+    #[arg(long)]
+    pub allow_non_loopback: bool,
+    /// Require this ACL token on every request.
+    #[arg(long, env = "GRAIN_DEV_AGENT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Runs the dev agent until `stop` resolves.
+pub async fn agent(args: &AgentArgs, stop: impl Future<Output = ()>) -> Result<(), AppError> {
+    let config = DevAgentConfig {
+        bind: args.bind,
+        allow_non_loopback: args.allow_non_loopback,
+        token: args.token.clone().filter(|t| !t.is_empty()).map(Token::new),
+        ..DevAgentConfig::default()
+    };
+    let agent = DevAgent::start(config).await.map_err(|e| match e {
+        grain_consul::DevAgentError::NotLoopback(_) => AppError::Usage(format!("--bind: {e}")),
+        other => AppError::Failed(other.to_string()),
+    })?;
+    println!("listening on {}", agent.http_addr());
+    agent.run_until(stop).await;
+    Ok(())
+}
+
+/// How to start the node of `role`: the sibling binary (`fizz` next to `fizzbuzz`), or,
+/// when it was not built (`cargo run --bin fizzbuzz` builds only this one), this same
+/// executable with the role as subcommand — the same code either way.
+fn node_command(role: Role) -> Result<Command, AppError> {
+    let me = std::env::current_exe()
+        .map_err(|e| AppError::Failed(format!("cannot find this executable: {e}")))?;
+    let sibling: PathBuf =
+        me.with_file_name(format!("{}{}", role.name(), std::env::consts::EXE_SUFFIX));
+    let mut command = if sibling.is_file() {
+        Command::new(sibling)
+    } else {
+        tracing::debug!(
+            "no {} binary next to {}; running `{} {}`",
+            role.name(),
+            me.display(),
+            me.display(),
+            role.name()
+        );
+        let mut c = Command::new(&me);
+        c.arg(role.name());
+        c
+    };
+    command.kill_on_drop(true).stdin(Stdio::null());
+    Ok(command)
+}
+
+fn terminate(child: &Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+}
+
+async fn stop_child(name: &str, child: &mut Child, grace: Duration) {
+    terminate(child);
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(Ok(status)) if !status.success() => tracing::debug!("{name} exited with {status}"),
+        Ok(_) => {}
+        Err(_) => {
+            tracing::warn!("{name} did not stop within {grace:?}; killing it");
+            let _ = child.kill().await;
+        }
+    }
+}
+
+fn code_of(status: ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => u8::try_from(c).unwrap_or(crate::exit::FAILURE),
+        (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(crate::exit::FAILURE),
+        _ => crate::exit::FAILURE,
+    }
+}
+
+/// `fizzbuzz up`: starts a dev agent (unless `--consul-addr`), the `fizz` and `buzz`
+/// nodes and the `client`, shows the client's output, stops everything at the end or
+/// when `stop` resolves, and returns the client's exit status.
+pub async fn up(args: &UpArgs, stop: impl Future<Output = ()>) -> Result<u8, AppError> {
+    args.client.validate()?;
+    let (agent, consul_addr) = match &args.consul_addr {
+        Some(a) => (None, a.clone()),
+        None => {
+            let agent = DevAgent::start(DevAgentConfig {
+                bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..DevAgentConfig::default()
+            })
+            .await
+            .map_err(|e| AppError::Failed(format!("cannot start the dev agent: {e}")))?;
+            let addr = agent.http_addr();
+            (Some(agent), addr)
+        }
+    };
+    eprintln!(
+        "fizzbuzz up: cluster {} on Consul {consul_addr}",
+        args.cluster
+    );
+    let spawn = |role: Role, extra: Vec<String>, stdout: Stdio| -> Result<Child, AppError> {
+        let mut c = node_command(role)?;
+        c.args(extra)
+            .env(grain_consul::config::ENV_HTTP_ADDR, &consul_addr)
+            .env(ENV_CLUSTER, &args.cluster)
+            .env(ENV_LOG, &args.log_level)
+            .stdout(stdout)
+            .stderr(Stdio::inherit());
+        c.spawn()
+            .map_err(|e| AppError::Failed(format!("cannot start the {} node: {e}", role.name())))
+    };
+    let mut fizz = spawn(Role::Fizz, vec![], Stdio::null())?;
+    let mut buzz = spawn(Role::Buzz, vec![], Stdio::null())?;
+    let mut client = spawn(Role::Client, args.client.to_args(), Stdio::inherit())?;
+    tokio::pin!(stop);
+    let grace = Duration::from_secs(10);
+    let result = tokio::select! {
+        status = client.wait() => match status {
+            Ok(s) => Ok(code_of(s)),
+            Err(e) => Err(AppError::Failed(format!("cannot wait for the client: {e}"))),
+        },
+        status = fizz.wait() => Err(AppError::Failed(format!(
+            "the fizz node exited early ({}); see its log above",
+            status.map_or_else(|e| e.to_string(), |s| s.to_string())
+        ))),
+        status = buzz.wait() => Err(AppError::Failed(format!(
+            "the buzz node exited early ({}); see its log above",
+            status.map_or_else(|e| e.to_string(), |s| s.to_string())
+        ))),
+        _ = &mut stop => Err(AppError::Interrupted("stopping the nodes".into())),
+    };
+    stop_child("client", &mut client, grace).await;
+    stop_child("fizz", &mut fizz, grace).await;
+    stop_child("buzz", &mut buzz, grace).await;
+    if let Some(a) = agent {
+        a.stop().await;
+    }
+    result
+}

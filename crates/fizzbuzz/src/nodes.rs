@@ -1,0 +1,67 @@
+//! The `fizz` and `buzz` nodes: host a kind until told to stop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use grain::Node;
+
+use crate::AppError;
+use crate::config::{CommonArgs, Role, parse_duration};
+use crate::grains::{BuzzGrain, FizzGrain};
+use crate::proto::{BuzzServiceKind, FizzServiceKind};
+
+/// Options of the `fizz` and `buzz` nodes.
+#[derive(clap::Args, Clone, Debug)]
+pub struct HostArgs {
+    /// Options every node takes.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Passivate a grain after this long without calls.
+    #[arg(long, env = "FIZZBUZZ_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+}
+
+/// Starts a node hosting the kind of `role` (`Fizz` or `Buzz`). Returns once it listens;
+/// it joins the cluster in the background (and keeps trying while Consul is away).
+pub async fn start_host(role: Role, args: &HostArgs) -> Result<Node, AppError> {
+    if args.idle_timeout.is_zero() {
+        return Err(AppError::Usage(
+            "--idle-timeout must be greater than zero".into(),
+        ));
+    }
+    let kind = match role {
+        Role::Fizz => FizzServiceKind::new(|_| FizzGrain),
+        Role::Buzz => BuzzServiceKind::new(|_| BuzzGrain),
+        Role::Client => return Err(AppError::Usage("the client node hosts no kind".into())),
+    }
+    .idle_timeout(args.idle_timeout);
+    let config = args.common.node_config(role)?;
+    let membership = args.common.membership(role)?;
+    let consul = membership.address().to_string();
+    let node = Node::start(config, vec![kind], Arc::new(membership))
+        .await
+        .map_err(|e| AppError::Usage(e.to_string()))?;
+    tracing::info!(
+        member = %node.member().id,
+        address = %node.member().address,
+        cluster = %args.common.cluster,
+        %consul,
+        "{} node serving",
+        role.name()
+    );
+    Ok(node)
+}
+
+/// Runs a hosting node until `stop` resolves, then leaves the cluster gracefully.
+pub async fn run_host(
+    role: Role,
+    args: &HostArgs,
+    stop: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    let node = start_host(role, args).await?;
+    stop.await;
+    tracing::info!("{} node stopping", role.name());
+    node.shutdown().await;
+    Ok(())
+}

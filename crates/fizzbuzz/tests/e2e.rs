@@ -1,0 +1,315 @@
+//! End to end: the built binaries, as separate processes, on loopback.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+const FIZZBUZZ: &str = env!("CARGO_BIN_EXE_fizzbuzz");
+const FIZZ: &str = env!("CARGO_BIN_EXE_fizz");
+const BUZZ: &str = env!("CARGO_BIN_EXE_buzz");
+const CLIENT: &str = env!("CARGO_BIN_EXE_client");
+
+fn reference(n: u64) -> String {
+    fizzbuzz::reference_line(n as i64)
+}
+
+/// Asserts `stdout` is exactly the reference FizzBuzz for 1..=count, line by line.
+fn assert_reference(stdout: &[u8], count: u64) {
+    let text = String::from_utf8_lossy(stdout);
+    let mut lines = 0;
+    for (i, line) in text.lines().enumerate() {
+        let n = i as u64 + 1;
+        assert_eq!(line, reference(n), "line {n} is wrong");
+        lines += 1;
+    }
+    assert_eq!(lines, count, "want {count} lines");
+}
+
+fn command(program: &str) -> Command {
+    let mut c = Command::new(program);
+    c.kill_on_drop(true)
+        .stdin(Stdio::null())
+        .env_remove("CONSUL_HTTP_ADDR")
+        .env_remove("CONSUL_HTTP_TOKEN")
+        .env("FIZZBUZZ_LOG", "warn");
+    c
+}
+
+/// Starts `fizzbuzz agent` on a free port; returns it and its `http://` address.
+async fn start_agent() -> (Child, String) {
+    let mut agent = command(FIZZBUZZ)
+        .args(["agent", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the agent: {e}"));
+    let stdout = agent.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut lines = BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("the agent said nothing within 10 s"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_default();
+    let addr = first
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string();
+    (agent, addr)
+}
+
+fn node(program: &str, consul: &str) -> Child {
+    command(program)
+        .env("CONSUL_HTTP_ADDR", consul)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"))
+}
+
+fn client(consul: &str, args: &[&str]) -> Command {
+    let mut c = command(CLIENT);
+    c.env("CONSUL_HTTP_ADDR", consul).args(args);
+    c
+}
+
+async fn terminate(mut child: Child, what: &str) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not stop within 15 s of SIGTERM"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        status.success(),
+        "{what} exited with {status} after SIGTERM"
+    );
+}
+
+async fn output(mut c: Command, limit: Duration) -> std::process::Output {
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().unwrap_or_else(|e| panic!("cannot start: {e}"));
+    tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("did not finish within {limit:?}"))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fizzbuzz_up_count_1000_prints_the_reference_sequence_and_exits_0() {
+    let mut c = command(FIZZBUZZ);
+    c.args(["up", "--count", "1000"]);
+    let out = output(c, Duration::from_secs(120)).await;
+    assert!(
+        out.status.success(),
+        "exit {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_reference(&out.stdout, 1000);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1000 of 1000 numbers answered"), "{stderr}");
+    assert!(
+        stderr.contains("SayFizz") && stderr.contains("p99"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fizzbuzz_up_count_100000_is_verified_line_by_line() {
+    let mut c = command(FIZZBUZZ);
+    c.args(["up", "--count", "100000", "--concurrency", "64"]);
+    let out = output(c, Duration::from_secs(300)).await;
+    assert!(
+        out.status.success(),
+        "exit {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_reference(&out.stdout, 100_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_output_is_one_object_per_line() {
+    let mut c = command(FIZZBUZZ);
+    c.args(["up", "--count", "15", "--format", "json"]);
+    let out = output(c, Duration::from_secs(60)).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 15);
+    assert_eq!(lines[0], r#"{"number":1,"message":""}"#);
+    assert_eq!(lines[2], r#"{"number":3,"message":"Fizz"}"#);
+    assert_eq!(lines[14], r#"{"number":15,"message":"FizzBuzz"}"#);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_node_processes_and_the_dev_agent_print_the_reference_sequence() {
+    let (agent, consul) = start_agent().await;
+    let fizz = node(FIZZ, &consul);
+    let buzz = node(BUZZ, &consul);
+    let out = output(
+        client(&consul, &["--count", "1000"]),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "exit {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_reference(&out.stdout, 1000);
+    terminate(fizz, "fizz").await;
+    terminate(buzz, "buzz").await;
+    terminate(agent, "the agent").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_started_before_fizz_and_buzz_waits_then_succeeds() {
+    let (agent, consul) = start_agent().await;
+    let mut c = client(&consul, &["--count", "100", "--wait-timeout", "30s"]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let early = c.spawn().unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let fizz = node(FIZZ, &consul);
+    let buzz = node(BUZZ, &consul);
+    let out = tokio::time::timeout(Duration::from_secs(60), early.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("the early client did not finish"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "exit {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_reference(&out.stdout, 100);
+    terminate(fizz, "fizz").await;
+    terminate(buzz, "buzz").await;
+    terminate(agent, "the agent").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_no_buzz_anywhere_fails_after_its_wait_timeout_naming_the_kind() {
+    let (agent, consul) = start_agent().await;
+    let fizz = node(FIZZ, &consul);
+    let started = Instant::now();
+    let out = output(
+        client(&consul, &["--count", "10", "--wait-timeout", "2s"]),
+        Duration::from_secs(30),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "want exit 1, got {}",
+        out.status
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: no member hosting BuzzService joined within 2s"),
+        "{last}"
+    );
+    assert!(
+        !last.contains("FizzService"),
+        "FizzService is there: {last}"
+    );
+    assert!(out.stdout.is_empty(), "printed numbers without buzz");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "took {took:?}"
+    );
+    terminate(fizz, "fizz").await;
+    terminate(agent, "the agent").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_client_leaves_the_other_nodes_serving_a_new_client() {
+    let (agent, consul) = start_agent().await;
+    let fizz = node(FIZZ, &consul);
+    let buzz = node(BUZZ, &consul);
+    let mut doomed = client(&consul, &["--count", "100", "--forever", "--rate", "500"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = doomed.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut lines = BufReader::new(stdout).lines();
+    for n in 1..=50u64 {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("the first client stalled at line {n}"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_default();
+        assert_eq!(line, reference(n));
+    }
+    doomed
+        .kill()
+        .await
+        .unwrap_or_else(|e| panic!("cannot kill the client: {e}"));
+    let out = output(
+        client(&consul, &["--count", "200"]),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "exit {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_reference(&out.stdout, 200);
+    terminate(fizz, "fizz").await;
+    terminate(buzz, "buzz").await;
+    terminate(agent, "the agent").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_option_is_a_usage_error_that_names_it() {
+    let table: &[(&str, &[&str], &str)] = &[
+        (CLIENT, &["--count", "many"], "--count"),
+        (CLIENT, &["--count", "0"], "--count"),
+        (CLIENT, &["--wait-timeout", "soon"], "--wait-timeout"),
+        (CLIENT, &["--format", "xml"], "--format"),
+        (FIZZ, &["--bind", "nowhere"], "--bind"),
+        (FIZZ, &["--bind", "0.0.0.0:0"], "advertise"),
+        (BUZZ, &["--consul-addr", "https://consul:8501"], "https"),
+        (FIZZBUZZ, &["up", "--concurrency", "0"], "--concurrency"),
+        (FIZZBUZZ, &["agent", "--bind", "10.1.2.3:8500"], "--bind"),
+    ];
+    for (program, args, named) in table {
+        let out = output(
+            {
+                let mut c = command(program);
+                c.args(*args);
+                c
+            },
+            Duration::from_secs(30),
+        )
+        .await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{program} {args:?}: {}\n{stderr}",
+            out.status
+        );
+        assert!(
+            stderr.contains(named),
+            "{program} {args:?} should name {named}: {stderr}"
+        );
+    }
+}
