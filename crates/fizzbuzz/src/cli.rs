@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::client::{ClientCommand, run_client, verdict};
-use crate::config::Role;
+use crate::config::{CommonArgs, NodeSetup, Role};
 use crate::launcher::{AgentArgs, UpArgs, agent, up};
 use crate::nodes::{HostArgs, run_host};
 use crate::{AppError, exit};
@@ -73,6 +73,31 @@ fn run(work: impl std::future::Future<Output = Result<u8, AppError>>) -> ExitCod
     }
 }
 
+/// Runs the node of `role`: logging and metrics are set up before the runtime starts and
+/// metrics are flushed after it stops (the exporter's HTTP client is blocking).
+fn run_node<F, Fut>(role: Role, common: &CommonArgs, work: F) -> ExitCode
+where
+    F: FnOnce(NodeSetup) -> Fut,
+    Fut: std::future::Future<Output = Result<u8, AppError>>,
+{
+    let fail = |e: AppError| {
+        eprintln!("error: {e}");
+        ExitCode::from(e.exit_code())
+    };
+    if let Err(e) = init_logging(&common.log_level) {
+        return fail(e);
+    }
+    let mut setup = NodeSetup::new(role);
+    let telemetry = match common.telemetry(role, &setup.member_id) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
+    setup.meter = telemetry.meter("grain");
+    let code = run(work(setup));
+    telemetry.shutdown();
+    code
+}
+
 /// The `fizz` and `buzz` binaries.
 #[derive(Parser, Debug)]
 #[command(version, about = "A FizzBuzz cluster node hosting one grain kind")]
@@ -81,16 +106,18 @@ struct HostCli {
     args: HostArgs,
 }
 
-async fn host(role: Role, args: HostArgs) -> Result<u8, AppError> {
-    init_logging(&args.common.log_level)?;
-    run_host(role, &args, shutdown_signal()).await?;
-    Ok(exit::OK)
+fn host(role: Role, args: HostArgs) -> ExitCode {
+    let common = args.common.clone();
+    run_node(role, &common, |setup| async move {
+        run_host(role, &args, &setup, shutdown_signal()).await?;
+        Ok(exit::OK)
+    })
 }
 
 /// `fizz`: hosts FizzService until Ctrl-C or SIGTERM.
 pub fn fizz_main() -> ExitCode {
     match parse::<HostCli>() {
-        Ok(cli) => run(host(Role::Fizz, cli.args)),
+        Ok(cli) => host(Role::Fizz, cli.args),
         Err(code) => code,
     }
 }
@@ -98,7 +125,7 @@ pub fn fizz_main() -> ExitCode {
 /// `buzz`: hosts BuzzService until Ctrl-C or SIGTERM.
 pub fn buzz_main() -> ExitCode {
     match parse::<HostCli>() {
-        Ok(cli) => run(host(Role::Buzz, cli.args)),
+        Ok(cli) => host(Role::Buzz, cli.args),
         Err(code) => code,
     }
 }
@@ -114,27 +141,29 @@ struct ClientCli {
     command: ClientCommand,
 }
 
-async fn client(command: ClientCommand) -> Result<u8, AppError> {
-    init_logging(&command.common.log_level)?;
-    let stdout = std::io::stdout();
-    let summary = if stdout.is_terminal() {
-        let mut out = stdout;
-        run_client(&command, &mut out, shutdown_signal()).await?
-    } else {
-        let mut out = std::io::BufWriter::with_capacity(64 << 10, stdout);
-        let s = run_client(&command, &mut out, shutdown_signal()).await?;
-        let _ = out.flush();
-        s
-    };
-    eprint!("{}", summary.report());
-    verdict(&command.run, &summary)?;
-    Ok(exit::OK)
+fn client(command: ClientCommand) -> ExitCode {
+    let common = command.common.clone();
+    run_node(Role::Client, &common, |setup| async move {
+        let stdout = std::io::stdout();
+        let summary = if stdout.is_terminal() {
+            let mut out = stdout;
+            run_client(&command, &setup, &mut out, shutdown_signal()).await?
+        } else {
+            let mut out = std::io::BufWriter::with_capacity(64 << 10, stdout);
+            let s = run_client(&command, &setup, &mut out, shutdown_signal()).await?;
+            let _ = out.flush();
+            s
+        };
+        eprint!("{}", summary.report());
+        verdict(&command.run, &summary)?;
+        Ok(exit::OK)
+    })
 }
 
 /// `client`: joins, waits for both kinds, prints FizzBuzz.
 pub fn client_main() -> ExitCode {
     match parse::<ClientCli>() {
-        Ok(cli) => run(client(cli.command)),
+        Ok(cli) => client(cli.command),
         Err(code) => code,
     }
 }
@@ -181,8 +210,8 @@ pub fn fizzbuzz_main() -> ExitCode {
             agent(&args, shutdown_signal()).await?;
             Ok(exit::OK)
         }),
-        Command::Fizz(args) => run(host(Role::Fizz, args)),
-        Command::Buzz(args) => run(host(Role::Buzz, args)),
-        Command::Client(command) => run(client(command)),
+        Command::Fizz(args) => host(Role::Fizz, args),
+        Command::Buzz(args) => host(Role::Buzz, args),
+        Command::Client(command) => client(command),
     }
 }

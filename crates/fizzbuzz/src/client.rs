@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::AppError;
-use crate::config::{CommonArgs, Role, parse_duration};
+use crate::config::{CommonArgs, NodeSetup, Role, parse_duration};
 use crate::proto::{
     BuzzRequest, BuzzServiceClient, BuzzServiceKind, FizzRequest, FizzServiceClient,
     FizzServiceKind,
@@ -464,11 +464,12 @@ pub fn verdict(args: &ClientArgs, summary: &Summary) -> Result<(), AppError> {
 /// The whole `client` command: join, wait for both kinds, run, leave.
 pub async fn run_client(
     command: &ClientCommand,
+    setup: &NodeSetup,
     out: &mut (dyn Write + Send),
     stop: impl Future<Output = ()>,
 ) -> Result<Summary, AppError> {
     command.run.validate()?;
-    let config = command.common.node_config(Role::Client)?;
+    let config = command.common.node_config(Role::Client, setup)?;
     let membership = command.common.membership(Role::Client)?;
     let consul = membership.address().to_string();
     let node = Node::start(config, vec![], Arc::new(membership))

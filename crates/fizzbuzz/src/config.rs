@@ -3,8 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use grain::NodeConfig;
+use grain::{MemberId, NodeConfig};
 use grain_consul::{ConsulConfig, ConsulMembership, Token};
+use grain_telemetry::{Overrides, ProcessInfo, Telemetry, TelemetryConfig};
 
 use crate::AppError;
 
@@ -45,6 +46,26 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s:?} is not a duration (examples: 500ms, 5s, 2m)"))
 }
 
+/// Who a node is and where it records its metrics; made before the node starts, so
+/// the metrics resource can name the member.
+#[derive(Clone, Debug)]
+pub struct NodeSetup {
+    /// The member id the node will use.
+    pub member_id: MemberId,
+    /// The meter for the runtime's instruments, when metrics are exported.
+    pub meter: Option<opentelemetry::metrics::Meter>,
+}
+
+impl NodeSetup {
+    /// A fresh member id for `role`, and no metrics.
+    pub fn new(role: Role) -> Self {
+        Self {
+            member_id: MemberId::random(role.name()),
+            meter: None,
+        }
+    }
+}
+
 /// Options shared by `fizz`, `buzz` and `client`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct CommonArgs {
@@ -69,16 +90,65 @@ pub struct CommonArgs {
     /// Log filter: error, warn, info, debug, trace, or directives like `grain=debug`.
     #[arg(long, env = ENV_LOG, default_value = "info")]
     pub log_level: String,
+    /// Metrics export (OTLP/HTTP).
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// Metrics export options. The standard `OTEL_*` variables and `NEW_RELIC_LICENSE_KEY`
+/// are read too; these flags win over them.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TelemetryArgs {
+    /// OTLP/HTTP metrics URL, used as is (e.g. http://127.0.0.1:4318/v1/metrics).
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
+    /// An extra export header, key=value (repeatable). Prefer OTEL_EXPORTER_OTLP_HEADERS
+    /// for secrets: command lines are visible to other users.
+    #[arg(long = "otlp-header")]
+    pub otlp_headers: Vec<String>,
+    /// How often metrics are exported (default 1s, or OTEL_METRIC_EXPORT_INTERVAL).
+    #[arg(long, value_parser = parse_duration)]
+    pub metrics_interval: Option<Duration>,
+    /// service.name (default: the role, or OTEL_SERVICE_NAME).
+    #[arg(long)]
+    pub service_name: Option<String>,
+    /// New Relic region, us or eu (with NEW_RELIC_LICENSE_KEY; or NEW_RELIC_REGION).
+    #[arg(long)]
+    pub new_relic_region: Option<String>,
 }
 
 impl CommonArgs {
+    /// Builds the metrics pipeline for a node of `role` with `member` id (call outside
+    /// an async context); errors name the setting.
+    pub fn telemetry(&self, role: Role, member: &MemberId) -> Result<Telemetry, AppError> {
+        let t = &self.telemetry;
+        let overrides = Overrides {
+            endpoint: t.otlp_endpoint.clone(),
+            headers: t.otlp_headers.clone(),
+            interval: t.metrics_interval,
+            service_name: t.service_name.clone(),
+            new_relic_region: t.new_relic_region.clone(),
+        };
+        let config =
+            TelemetryConfig::from_env(&overrides).map_err(|e| AppError::Usage(e.to_string()))?;
+        let process = ProcessInfo {
+            service_name: role.name().into(),
+            instance_id: member.to_string(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            cluster: self.cluster.clone(),
+        };
+        Telemetry::install(&config, &process).map_err(|e| AppError::Usage(e.to_string()))
+    }
+
     /// The node's configuration; errors name the option.
-    pub fn node_config(&self, role: Role) -> Result<NodeConfig, AppError> {
+    pub fn node_config(&self, role: Role, setup: &NodeSetup) -> Result<NodeConfig, AppError> {
         let config = NodeConfig {
             cluster_name: self.cluster.clone(),
+            member_id: Some(setup.member_id.to_string()),
             member_prefix: role.name().into(),
             bind: self.bind,
             advertise: self.advertise.clone(),
+            meter: setup.meter.clone(),
             ..NodeConfig::default()
         };
         config.validate().map_err(|e| {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use grain::Node;
 
 use crate::AppError;
-use crate::config::{CommonArgs, Role, parse_duration};
+use crate::config::{CommonArgs, NodeSetup, Role, parse_duration};
 use crate::grains::{BuzzGrain, FizzGrain};
 use crate::proto::{BuzzServiceKind, FizzServiceKind};
 
@@ -24,7 +24,7 @@ pub struct HostArgs {
 
 /// Starts a node hosting the kind of `role` (`Fizz` or `Buzz`). Returns once it listens;
 /// it joins the cluster in the background (and keeps trying while Consul is away).
-pub async fn start_host(role: Role, args: &HostArgs) -> Result<Node, AppError> {
+pub async fn start_host(role: Role, args: &HostArgs, setup: &NodeSetup) -> Result<Node, AppError> {
     if args.idle_timeout.is_zero() {
         return Err(AppError::Usage(
             "--idle-timeout must be greater than zero".into(),
@@ -36,7 +36,7 @@ pub async fn start_host(role: Role, args: &HostArgs) -> Result<Node, AppError> {
         Role::Client => return Err(AppError::Usage("the client node hosts no kind".into())),
     }
     .idle_timeout(args.idle_timeout);
-    let config = args.common.node_config(role)?;
+    let config = args.common.node_config(role, setup)?;
     let membership = args.common.membership(role)?;
     let consul = membership.address().to_string();
     let node = Node::start(config, vec![kind], Arc::new(membership))
@@ -57,9 +57,10 @@ pub async fn start_host(role: Role, args: &HostArgs) -> Result<Node, AppError> {
 pub async fn run_host(
     role: Role,
     args: &HostArgs,
+    setup: &NodeSetup,
     stop: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
-    let node = start_host(role, args).await?;
+    let node = start_host(role, args, setup).await?;
     stop.await;
     tracing::info!("{} node stopping", role.name());
     node.shutdown().await;

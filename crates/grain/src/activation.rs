@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use crate::error::CallError;
 use crate::grain::{Grain, GrainContext, GrainError, Kind};
 use crate::identity::{ClusterIdentity, MemberId};
+use crate::metrics::Metrics;
 use crate::node::Cluster;
 use crate::remote::ResponseSink;
 
@@ -44,10 +45,12 @@ pub(crate) enum Reply {
 }
 
 impl Reply {
-    pub(crate) async fn send(self, result: Result<Bytes, CallError>) {
+    pub(crate) async fn send(self, result: Result<Bytes, CallError>, metrics: &Metrics) {
         match self {
             Reply::Local(tx) => {
-                let _ = tx.send(result);
+                if tx.send(result).is_err() {
+                    metrics.deadletter("caller_gone");
+                }
             }
             Reply::Remote(sink) => sink.send(result).await,
         }
@@ -109,8 +112,8 @@ pub(crate) struct Invocation {
 }
 
 impl Invocation {
-    async fn fail(self, error: CallError) {
-        self.reply.send(Err(error)).await;
+    async fn fail(self, error: CallError, metrics: &Metrics) {
+        self.reply.send(Err(error), metrics).await;
     }
 }
 
@@ -183,16 +186,21 @@ impl Registry {
         let Some(kind) = self.kinds.get(id.kind()) else {
             let msg = format!("member {} hosts no grain kind {}", self.member, id.kind());
             return inv
-                .fail(CallError::Application {
-                    code: tonic::Code::Unimplemented,
-                    message: msg,
-                })
+                .fail(
+                    CallError::Application {
+                        code: tonic::Code::Unimplemented,
+                        message: msg,
+                    },
+                    &cluster.shared.metrics,
+                )
                 .await;
         };
         for _ in 0..MAX_BOUNCES {
             if !self.is_accepting() {
                 let member = self.member.clone();
-                return inv.fail(CallError::ShuttingDown { member }).await;
+                return inv
+                    .fail(CallError::ShuttingDown { member }, &cluster.shared.metrics)
+                    .await;
             }
             let (number, actor) = {
                 let mut live = self.live.lock();
@@ -213,6 +221,7 @@ impl Registry {
                         };
                         match ractor::ActorRuntime::spawn_instant(None, Activation, args) {
                             Ok((actor, _)) => {
+                                cluster.shared.metrics.activation_started(id.kind_arc());
                                 live.insert(
                                     id.clone(),
                                     Entry {
@@ -229,10 +238,20 @@ impl Registry {
             };
             let actor = match actor {
                 Ok(a) => a,
-                Err(msg) => return inv.fail(CallError::from(GrainError::internal(msg))).await,
+                Err(msg) => {
+                    return inv
+                        .fail(
+                            CallError::from(GrainError::internal(msg)),
+                            &cluster.shared.metrics,
+                        )
+                        .await;
+                }
             };
             match actor.send_message(GrainMsg::Call(inv)) {
-                Ok(()) => return,
+                Ok(()) => {
+                    cluster.shared.metrics.mailbox(id.kind_arc(), 1);
+                    return;
+                }
                 Err(MessagingErr::SendErr(GrainMsg::Call(back))) => {
                     // The activation is stopping: forget it and activate afresh.
                     self.remove_if(&id, number);
@@ -242,7 +261,11 @@ impl Registry {
             }
         }
         let msg = format!("{id} could not be activated: activations kept stopping");
-        inv.fail(CallError::from(GrainError::internal(msg))).await;
+        inv.fail(
+            CallError::from(GrainError::internal(msg)),
+            &cluster.shared.metrics,
+        )
+        .await;
     }
 
     /// Passivates every activation (each finishes the calls in its mailbox and runs its
@@ -353,6 +376,9 @@ impl Actor for Activation {
                 }
             }
             GrainMsg::Call(inv) => {
+                let metrics = state.ctx.cluster.shared.metrics.clone();
+                let kind = state.ctx.identity.kind_arc().clone();
+                metrics.mailbox(&kind, -1);
                 if state.broken {
                     let cluster = state.ctx.cluster.clone();
                     let id = state.ctx.identity.clone();
@@ -362,14 +388,18 @@ impl Actor for Activation {
                 state.last_call = Instant::now();
                 if Instant::now() >= inv.deadline {
                     let target = format!("{} {}", state.ctx.identity, inv.method);
-                    inv.fail(CallError::Timeout {
-                        target,
-                        after: Duration::ZERO,
-                    })
+                    inv.fail(
+                        CallError::Timeout {
+                            target,
+                            after: Duration::ZERO,
+                        },
+                        &metrics,
+                    )
                     .await;
                     return Ok(());
                 }
                 if !state.activated {
+                    let activating = Instant::now();
                     let hook = AssertUnwindSafe(state.grain.activated(&state.ctx)).catch_unwind();
                     let outcome = match tokio::time::timeout_at(inv.deadline, hook).await {
                         Ok(Ok(Ok(()))) => Ok(()),
@@ -384,10 +414,12 @@ impl Actor for Activation {
                             after: Duration::ZERO,
                         }),
                     };
+                    metrics.spawned_in(&kind, activating.elapsed());
                     if let Err(e) = outcome {
+                        metrics.activation_failed(&kind);
                         state.broken = true;
                         state.retire(&myself);
-                        inv.fail(e).await;
+                        inv.fail(e, &metrics).await;
                         return Ok(());
                     }
                     state.activated = true;
@@ -401,6 +433,7 @@ impl Actor for Activation {
                     _guard,
                 } = inv;
                 state.ctx.headers = headers;
+                let handling = Instant::now();
                 let call = AssertUnwindSafe(state.grain.handle(&state.ctx, &method, payload))
                     .catch_unwind();
                 let result = match tokio::time::timeout_at(deadline, call).await {
@@ -413,6 +446,7 @@ impl Actor for Activation {
                             panic_message(p.as_ref())
                         );
                         tracing::warn!(grain = %state.ctx.identity, %method, "{msg}");
+                        metrics.activation_failed(&kind);
                         state.broken = true;
                         state.retire(&myself);
                         Err(CallError::from(GrainError::internal(msg)))
@@ -422,9 +456,10 @@ impl Actor for Activation {
                         after: deadline.saturating_duration_since(state.last_call),
                     }),
                 };
+                metrics.received(&kind, &method, result.is_ok(), handling.elapsed());
                 state.ctx.headers = HashMap::new();
                 state.last_call = Instant::now();
-                reply.send(result).await;
+                reply.send(result, &metrics).await;
             }
         }
         Ok(())
@@ -435,12 +470,11 @@ impl Actor for Activation {
         _myself: ActorRef<GrainMsg>,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
-        state
-            .ctx
-            .cluster
-            .shared
-            .registry
-            .remove_if(&state.ctx.identity, state.number);
+        let shared = &state.ctx.cluster.shared;
+        shared.registry.remove_if(&state.ctx.identity, state.number);
+        shared
+            .metrics
+            .activation_stopped(state.ctx.identity.kind_arc(), state.broken);
         if state.activated && !state.broken {
             let hook = AssertUnwindSafe(state.grain.deactivated(&state.ctx)).catch_unwind();
             if let Err(p) = hook.await {

@@ -32,6 +32,11 @@ impl ClusterIdentity {
         &self.kind
     }
 
+    /// The grain kind, shared.
+    pub(crate) fn kind_arc(&self) -> &KindName {
+        &self.kind
+    }
+
     /// The identity within the kind.
     pub fn identity(&self) -> &str {
         &self.identity

@@ -26,7 +26,9 @@
 //!   at once.
 //!
 //! The runtime knows no Consul (providers plug in through
-//! [`membership::MembershipProvider`]) and no OpenTelemetry SDK.
+//! [`membership::MembershipProvider`]) and no OpenTelemetry SDK: it records the
+//! instruments of [`metrics::CATALOG`] through the `opentelemetry` API, on the meter
+//! given in [`NodeConfig::meter`].
 
 mod activation;
 pub mod call;
@@ -35,6 +37,7 @@ pub mod error;
 pub mod grain;
 pub mod identity;
 pub mod membership;
+pub mod metrics;
 pub mod node;
 pub mod placement;
 mod remote;

@@ -21,6 +21,7 @@ use crate::error::{CallError, StartError};
 use crate::grain::{Code, GrainError, Kind};
 use crate::identity::{ClusterIdentity, Member, MemberId, Topology};
 use crate::membership::{MembershipError, MembershipProvider};
+use crate::metrics::Metrics;
 use crate::placement::PlacementTable;
 use crate::remote::{
     self, Dispatch, LinkConfig, PeerLink, RemoteService, ResponseSink, ServerLimits, pb,
@@ -64,6 +65,10 @@ pub struct NodeConfig {
     pub membership_min_interval: Duration,
     /// How long a graceful shutdown waits for in-flight calls and passivation.
     pub shutdown_grace: Duration,
+    /// Where the runtime records its metrics ([`crate::metrics::CATALOG`]); `None`
+    /// records nothing. Binaries build it from their own `MeterProvider`; nothing is
+    /// read from a global.
+    pub meter: Option<opentelemetry::metrics::Meter>,
 }
 
 impl Default for NodeConfig {
@@ -89,6 +94,7 @@ impl Default for NodeConfig {
             membership_wait: Duration::from_secs(30),
             membership_min_interval: Duration::from_millis(20),
             shutdown_grace: Duration::from_secs(10),
+            meter: None,
         }
     }
 }
@@ -171,6 +177,7 @@ impl NodeConfig {
 }
 
 pub(crate) struct Shared {
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) config: NodeConfig,
     pub(crate) me: Member,
     pub(crate) registry: Registry,
@@ -227,6 +234,7 @@ impl Shared {
         for m in &diff.left {
             tracing::info!(member = %m.id, address = %m.address, "member left");
         }
+        self.metrics.topology(next.members().len());
         let table = Arc::new(PlacementTable::new(next));
         self.view.store(table.clone());
         self.view_tx.send_replace(table);
@@ -367,6 +375,13 @@ impl Cluster {
                 self.shared.config.max_payload_bytes
             )));
         }
+        let metrics = &self.shared.metrics;
+        let kind = id.kind_arc();
+        metrics.future_started(kind, method);
+        let mut source = "lookup";
+        let finish = |source: &'static str, outcome: &'static str| {
+            metrics.future_finished(kind, method, source, outcome, started.elapsed());
+        };
         let mut topology_changes = self.shared.view_tx.subscribe();
         let mut attempt: u32 = 0;
         loop {
@@ -375,7 +390,7 @@ impl Cluster {
                 .attempt_timeout
                 .map_or(deadline, |t| (Instant::now() + t).min(deadline));
             topology_changes.mark_unchanged();
-            let result = self
+            let (result, from) = self
                 .attempt(
                     id,
                     method,
@@ -384,12 +399,17 @@ impl Cluster {
                     attempt_deadline,
                 )
                 .await;
+            if attempt == 1 {
+                source = from;
+            }
             match result {
                 Err(e) if e.provably_not_run() && attempt < options.max_attempts.max(1) => {
                     let pause = options.backoff.delay(attempt);
                     if Instant::now() + pause >= deadline {
+                        finish(source, "error");
                         return Err(e);
                     }
+                    metrics.retried(kind, method, retry_reason(&e));
                     tracing::debug!(target_grain = %id, method, attempt, error = %e, ?pause, "retrying call");
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
@@ -397,16 +417,21 @@ impl Cluster {
                     }
                 }
                 Err(CallError::Timeout { target, .. }) => {
+                    finish(source, "timeout");
                     return Err(CallError::Timeout {
                         target,
                         after: started.elapsed(),
                     });
                 }
-                other => return other,
+                other => {
+                    finish(source, if other.is_ok() { "ok" } else { "error" });
+                    return other;
+                }
             }
         }
     }
 
+    /// One attempt; also says whether the owner came from the placement cache.
     async fn attempt(
         &self,
         id: &ClusterIdentity,
@@ -414,17 +439,20 @@ impl Cluster {
         payload: Bytes,
         headers: &HashMap<String, String>,
         deadline: Instant,
-    ) -> Result<Bytes, CallError> {
-        let owner = {
+    ) -> (Result<Bytes, CallError>, &'static str) {
+        let resolving = Instant::now();
+        let (owner, hit) = {
             let view = self.shared.view.load();
-            match view.owner(id.kind(), id.identity()) {
-                Some(m) => m.clone(),
-                None => {
-                    return Err(CallError::NoMemberHostsKind {
-                        kind: id.kind().to_string(),
-                    });
-                }
-            }
+            let (owner, hit) = view.owner_cached(id);
+            (owner.cloned(), hit)
+        };
+        let source = if hit { "cache" } else { "lookup" };
+        self.shared
+            .metrics
+            .resolved(id.kind_arc(), source, resolving.elapsed());
+        let Some(owner) = owner else {
+            let kind = id.kind().to_string();
+            return (Err(CallError::NoMemberHostsKind { kind }), source);
         };
         let target = format!("{id} {method}");
         if owner.id == self.shared.me.id {
@@ -438,7 +466,7 @@ impl Cluster {
                 _guard: self.shared.inflight.enter(),
             };
             self.shared.registry.deliver(self, id.clone(), inv).await;
-            return match tokio::time::timeout_at(deadline, rx).await {
+            let result = match tokio::time::timeout_at(deadline, rx).await {
                 Err(_) => Err(CallError::Timeout {
                     target,
                     after: Duration::ZERO,
@@ -449,6 +477,7 @@ impl Cluster {
                 ))),
                 Ok(Ok(r)) => r,
             };
+            return (result, source);
         }
         let link = self.shared.link(&owner);
         let request = pb::Request {
@@ -460,7 +489,16 @@ impl Cluster {
             headers: headers.clone(),
             timeout_micros: 0,
         };
-        link.call(request, target, deadline).await
+        (link.call(request, target, deadline).await, source)
+    }
+}
+
+fn retry_reason(e: &CallError) -> &'static str {
+    match e {
+        CallError::NoMemberHostsKind { .. } => "no_member",
+        CallError::WrongOwner { .. } => "wrong_owner",
+        CallError::ShuttingDown { .. } => "shutting_down",
+        _ => "not_delivered",
     }
 }
 
@@ -586,7 +624,10 @@ impl Node {
             kinds: kinds.iter().map(|k| k.name().to_string()).collect(),
             incarnation,
         };
+        let metrics = Arc::new(Metrics::new(config.meter.as_ref(), &me));
+        metrics.topology(1);
         let link_config = LinkConfig {
+            metrics: metrics.clone(),
             cluster: config.cluster_name.clone(),
             member_id: id.clone(),
             address,
@@ -605,6 +646,7 @@ impl Node {
             max_batch_bytes: config.max_message_bytes / 2,
         };
         let shared = Arc::new(Shared {
+            metrics: metrics.clone(),
             registry: Registry::new(id, kinds),
             inflight: Arc::new(InFlight::default()),
             view: ArcSwap::new(table),
@@ -621,6 +663,7 @@ impl Node {
                 cluster: cluster.clone(),
             }),
             limits,
+            metrics,
         ))
         .max_decoding_message_size(cluster.shared.config.max_message_bytes)
         .max_encoding_message_size(cluster.shared.config.max_message_bytes);
@@ -751,19 +794,27 @@ impl Drop for Node {
     }
 }
 
-/// Logs a provider error once per change of state.
-#[derive(Default)]
+/// Logs a provider error once per change of state, and counts every one.
 struct Trouble {
     last: Option<String>,
+    metrics: Arc<Metrics>,
 }
 
 impl Trouble {
-    fn failed(&mut self, what: &str, e: &MembershipError) {
+    fn new(metrics: &Arc<Metrics>) -> Self {
+        Self {
+            last: None,
+            metrics: metrics.clone(),
+        }
+    }
+
+    fn failed(&mut self, what: &'static str, e: &MembershipError) {
         let kind = match e {
             MembershipError::NotRegistered(_) => "not-registered",
             MembershipError::Unavailable(_) => "unavailable",
             MembershipError::Rejected(_) => "rejected",
         };
+        self.metrics.membership_error(what, kind);
         let key = format!("{what}:{kind}");
         if self.last.as_deref() != Some(&key) {
             tracing::warn!(
@@ -774,6 +825,7 @@ impl Trouble {
     }
 
     fn recovered(&mut self, what: &str) {
+        self.metrics.membership_ok();
         if self.last.take().is_some() {
             tracing::info!("membership {what} works again");
         }
@@ -792,7 +844,7 @@ async fn keep_alive_loop(
         max: interval.max(Duration::from_millis(100)),
         multiplier: 2,
     };
-    let mut trouble = Trouble::default();
+    let mut trouble = Trouble::new(&cluster.shared.metrics);
     let mut registered = false;
     let mut failures = 0;
     loop {
@@ -850,7 +902,7 @@ async fn watch_loop(
     let mut last_seen: Option<u64> = None;
     let mut grace_until: Option<Instant> = None;
     let grace = provider.keep_alive_interval() * 2 + Duration::from_millis(500);
-    let mut trouble = Trouble::default();
+    let mut trouble = Trouble::new(&cluster.shared.metrics);
     let mut failures = 0;
     loop {
         let started = Instant::now();

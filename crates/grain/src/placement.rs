@@ -12,9 +12,13 @@
 
 use std::collections::HashMap;
 
+use parking_lot::Mutex;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
-use crate::identity::{Member, Topology};
+use crate::identity::{ClusterIdentity, Member, Topology};
+
+/// The most owners a placement table remembers before it starts over.
+const CACHE_LIMIT: usize = 100_000;
 
 fn seed(member_id: &str, kind: &str) -> u64 {
     xxh3_64(member_id.as_bytes()) ^ xxh3_64(kind.as_bytes()).rotate_left(17)
@@ -35,12 +39,15 @@ pub fn owner<'a>(members: &'a [Member], kind: &str, identity: &str) -> Option<&'
         .map(|(_, m)| m)
 }
 
-/// [`owner`] with the per-member seeds computed once per topology, for the hot path.
+/// [`owner`] with the per-member seeds computed once per topology, and the owners found
+/// so far remembered (the "pid cache"), for the hot path. A new topology gets a new
+/// table, so the cache never outlives the topology it was computed for.
 #[derive(Debug, Default)]
 pub struct PlacementTable {
     topology: Topology,
     /// kind → (seed, index into `topology.members()`)
     by_kind: HashMap<String, Vec<(u64, usize)>>,
+    cache: Mutex<HashMap<ClusterIdentity, Option<usize>>>,
 }
 
 impl PlacementTable {
@@ -55,7 +62,26 @@ impl PlacementTable {
                     .push((seed(m.id.as_str(), k), i));
             }
         }
-        Self { topology, by_kind }
+        Self {
+            topology,
+            by_kind,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The owner of `id`, and whether it came from the cache (`true`) or was computed.
+    pub fn owner_cached(&self, id: &ClusterIdentity) -> (Option<&Member>, bool) {
+        if let Some(hit) = self.cache.lock().get(id).copied() {
+            return (hit.map(|i| &self.topology.members()[i]), true);
+        }
+        let owner = self.owner(id.kind(), id.identity());
+        let index = owner.and_then(|m| self.topology.members().iter().position(|x| x.id == m.id));
+        let mut cache = self.cache.lock();
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(id.clone(), index);
+        (owner, false)
     }
 
     /// The topology this table was built from.
@@ -161,6 +187,23 @@ mod tests {
     }
     // Pinned from XXH3-64 (seeded as in `seed`): a change here is a wire-incompatible change.
     const KNOWN_ANSWERS: [&str; 5] = ["node-a", "node-b", "node-c", "node-a", "node-a"];
+
+    #[test]
+    fn the_cache_answers_like_the_table_and_says_when_it_hit() {
+        let ms = members(&["m1", "m2", "m3"], &["K"]);
+        let table = PlacementTable::new(Topology::new(1, ms.clone()));
+        for i in 0..100 {
+            let id = ClusterIdentity::new("K", format!("c{i}"));
+            let (first, hit1) = table.owner_cached(&id);
+            let first = first.map(|m| m.id.clone());
+            let (second, hit2) = table.owner_cached(&id);
+            assert!(!hit1 && hit2);
+            assert_eq!(first, second.map(|m| m.id.clone()));
+            assert_eq!(first, owner(&ms, "K", id.identity()).map(|m| m.id.clone()));
+        }
+        let (none, _) = table.owner_cached(&ClusterIdentity::new("Nobody", "x"));
+        assert!(none.is_none());
+    }
 
     #[test]
     fn table_agrees_with_pure_function() {

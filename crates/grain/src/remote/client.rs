@@ -18,10 +18,13 @@ use super::{HDR_ADDRESS, HDR_CLUSTER, HDR_MEMBER_ID, pb};
 use crate::call::Backoff;
 use crate::error::CallError;
 use crate::identity::{Member, MemberId};
+use crate::metrics::Metrics;
+use std::sync::Arc;
 
 /// Settings shared by all links of a member.
 #[derive(Clone, Debug)]
 pub(crate) struct LinkConfig {
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) cluster: String,
     pub(crate) member_id: MemberId,
     pub(crate) address: String,
@@ -182,9 +185,15 @@ impl LinkTask {
                             "reconnected to peer");
                     }
                     failures = 0;
+                    let peer = self.member.id.to_string();
+                    self.config.metrics.connected(&peer);
                     match self.serve(first, requests, responses).await {
-                        Ended::Closed => return,
+                        Ended::Closed => {
+                            self.config.metrics.disconnected(&peer, "closed");
+                            return;
+                        }
                         Ended::Broken(reason) => {
+                            self.config.metrics.disconnected(&peer, "broken");
                             tracing::warn!(peer = %self.member.id, address = %self.member.address,
                                 "link to peer broke: {reason}");
                         }
@@ -293,6 +302,7 @@ impl LinkTask {
         let mut pending: HashMap<u64, Pending> = HashMap::new();
         let mut next_id: u64 = 1;
         let mut staged: Option<pb::RequestBatch> = None;
+        let mut staged_at = Instant::now();
         let mut carry: Option<Outbound> = Some(first);
 
         // Stage a batch from `carry` and whatever else is queued right now.
@@ -340,7 +350,14 @@ impl LinkTask {
                 }
                 next = this.rx.try_recv().ok();
             }
-            (!batch.is_empty()).then_some(pb::RequestBatch { requests: batch })
+            if batch.is_empty() {
+                return None;
+            }
+            let n = batch.len() as u64;
+            this.config.metrics.serialized("request", n);
+            this.config.metrics.batch("request", n);
+            this.config.metrics.inflight(n as i64);
+            Some(pb::RequestBatch { requests: batch })
         };
 
         let ended = loop {
@@ -348,15 +365,25 @@ impl LinkTask {
                 && let Some(o) = carry.take()
             {
                 staged = stage(self, o, &mut pending, &mut next_id, &mut carry);
+                staged_at = Instant::now();
             }
             tokio::select! {
                 biased;
                 _ = self.closed.wait_for(|c| *c) => break Ended::Closed,
                 msg = responses.next() => match msg {
                     Some(Ok(batch)) => {
+                        let metrics = &self.config.metrics;
+                        metrics.deserialized("response", batch.responses.len() as u64);
                         for r in batch.responses {
-                            if let Some(p) = pending.remove(&r.correlation_id) {
-                                let _ = p.reply.send(super::outcome(&self.member.id, &p.target, p.started, r.result));
+                            match pending.remove(&r.correlation_id) {
+                                Some(p) => {
+                                    metrics.inflight(-1);
+                                    let outcome = super::outcome(&self.member.id, &p.target, p.started, r.result);
+                                    if p.reply.send(outcome).is_err() {
+                                        metrics.deadletter("caller_gone");
+                                    }
+                                }
+                                None => metrics.deadletter("unknown_correlation_id"),
                             }
                         }
                     }
@@ -366,6 +393,7 @@ impl LinkTask {
                 permit = requests.reserve(), if staged.is_some() => match permit {
                     Ok(permit) => {
                         if let Some(b) = staged.take() {
+                            self.config.metrics.write_waited(staged_at.elapsed());
                             permit.send(b);
                         }
                     }
@@ -385,10 +413,12 @@ impl LinkTask {
         if let Some(b) = staged.take() {
             for r in b.requests {
                 if let Some(p) = pending.remove(&r.correlation_id) {
+                    self.config.metrics.inflight(-1);
                     let _ = p.reply.send(Err(self.unavailable(&reason, false)));
                 }
             }
         }
+        self.config.metrics.inflight(-(pending.len() as i64));
         for (_, p) in pending.drain() {
             let _ = p.reply.send(Err(self.unavailable(&reason, true)));
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use prost::Message;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tonic::metadata::MetadataValue;
@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{HDR_ADDRESS, HDR_CLUSTER, HDR_MEMBER_ID, pb};
 use crate::error::CallError;
 use crate::identity::MemberId;
+use crate::metrics::Metrics;
 
 /// Where a remote caller's answer goes: its stream's response queue. Holding one keeps
 /// one of the stream's in-flight slots.
@@ -22,15 +23,19 @@ pub(crate) struct ResponseSink {
     correlation_id: u64,
     tx: mpsc::Sender<pb::Response>,
     _permit: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
 }
 
 impl ResponseSink {
     /// Queues the answer (waits while the response queue is full).
     pub(crate) async fn send(self, result: Result<Bytes, CallError>) {
-        let _ = self
+        let sent = self
             .tx
             .send(super::response(self.correlation_id, result))
             .await;
+        if sent.is_err() {
+            self.metrics.deadletter("stream_closed");
+        }
     }
 }
 
@@ -57,11 +62,20 @@ pub(crate) struct ServerLimits {
 pub(crate) struct RemoteService {
     dispatch: Arc<dyn Dispatch>,
     limits: ServerLimits,
+    metrics: Arc<Metrics>,
 }
 
 impl RemoteService {
-    pub(crate) fn new(dispatch: Arc<dyn Dispatch>, limits: ServerLimits) -> Self {
-        Self { dispatch, limits }
+    pub(crate) fn new(
+        dispatch: Arc<dyn Dispatch>,
+        limits: ServerLimits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            dispatch,
+            limits,
+            metrics,
+        }
     }
 }
 
@@ -101,10 +115,12 @@ impl pb::remote_server::Remote for RemoteService {
         let (tx, rx) = mpsc::channel::<pb::Response>(limits.max_inflight_per_stream.max(1));
         let permits = Arc::new(Semaphore::new(limits.max_inflight_per_stream.max(1)));
         let dispatch = self.dispatch.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             loop {
                 match inbound.message().await {
                     Ok(Some(batch)) => {
+                        metrics.deserialized("request", batch.requests.len() as u64);
                         for req in batch.requests {
                             let Ok(permit) = permits.clone().acquire_owned().await else {
                                 return;
@@ -113,6 +129,7 @@ impl pb::remote_server::Remote for RemoteService {
                                 correlation_id: req.correlation_id,
                                 tx: tx.clone(),
                                 _permit: permit,
+                                metrics: metrics.clone(),
                             };
                             dispatch.dispatch(&peer, req, sink).await;
                         }
@@ -126,7 +143,16 @@ impl pb::remote_server::Remote for RemoteService {
             }
         });
 
-        let mut response = Response::new(Box::pin(batches(rx, limits)) as ResponseStream);
+        let metrics = self.metrics.clone();
+        let counted = batches(rx, limits).map(move |b| {
+            if let Ok(b) = &b {
+                let n = b.responses.len() as u64;
+                metrics.serialized("response", n);
+                metrics.batch("response", n);
+            }
+            b
+        });
+        let mut response = Response::new(Box::pin(counted) as ResponseStream);
         let md = response.metadata_mut();
         if let Ok(v) = MetadataValue::try_from(ours) {
             md.insert(HDR_CLUSTER, v);

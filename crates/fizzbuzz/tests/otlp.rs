@@ -1,0 +1,370 @@
+//! Metrics leave every node over OTLP/HTTP: checked at an in-process receiver that
+//! decodes them with the official generated types, through a real third-party collector
+//! (rotel), and with the endpoint failing in every way New Relic can.
+
+mod receiver;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use receiver::{Point, Receiver, points};
+use tokio::process::Command;
+
+const FIZZBUZZ: &str = env!("CARGO_BIN_EXE_fizzbuzz");
+const KEY: &str = "test-license-key-0123456789abcdef";
+const SAY_FIZZ: &str = "fizzbuzz.v1.FizzService/SayFizz";
+const SAY_BUZZ: &str = "fizzbuzz.v1.BuzzService/SayBuzz";
+const REQUEST: &str = "protocluster_virtualactor_requestasync_duration";
+const LIVE: &str = "protocluster_virtualactors";
+
+async fn up(count: u32, env: &[(&str, &str)]) -> std::process::Output {
+    up_with(count, &[], env).await
+}
+
+async fn up_with(count: u32, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = Command::new(FIZZBUZZ);
+    c.args(["up", "--count", &count.to_string()])
+        .args(args)
+        .kill_on_drop(true)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for k in [
+        "CONSUL_HTTP_ADDR",
+        "NEW_RELIC_LICENSE_KEY",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_SERVICE_NAME",
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+    ] {
+        c.env_remove(k);
+    }
+    c.env("FIZZBUZZ_LOG", "warn");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let child = c
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start fizzbuzz up: {e}"));
+    tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("fizzbuzz up did not finish within 120 s"))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn assert_reference(stdout: &[u8], count: u32) {
+    let want: Vec<String> = (1..=i64::from(count))
+        .map(fizzbuzz::reference_line)
+        .collect();
+    let text = String::from_utf8_lossy(stdout);
+    let got: Vec<&str> = text.lines().collect();
+    assert_eq!(got.len(), want.len(), "line count");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "line {}", i + 1);
+    }
+}
+
+/// Calls counted by the request-duration histogram on the client, for `method`.
+fn client_calls(points: &[Point], method: &str, delta: bool) -> f64 {
+    let of_method = points.iter().filter(|p| {
+        p.metric == REQUEST
+            && p.resource.get("service.name").map(String::as_str) == Some("client")
+            && p.attributes.get("method").map(String::as_str) == Some(method)
+    });
+    if delta {
+        of_method.map(|p| p.value).sum()
+    } else {
+        // Cumulative: each export repeats the totals of each series; take the last of
+        // each series and add the series up.
+        let mut last: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
+        for p in of_method {
+            let mut key: Vec<_> = p
+                .attributes
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            key.sort();
+            last.insert(key.join(","), p.value);
+        }
+        last.values().sum()
+    }
+}
+
+/// The values the live-activation counter of `kind` took on the node `service`.
+fn live_values(points: &[Point], service: &str, kind: &str) -> Vec<f64> {
+    points
+        .iter()
+        .filter(|p| {
+            p.metric == LIVE
+                && p.resource.get("service.name").map(String::as_str) == Some(service)
+                && p.attributes.get("kind").map(String::as_str) == Some(kind)
+        })
+        .map(|p| p.value)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_relic_run_arrives_as_new_relic_wants_it() {
+    let receiver = Receiver::start().await;
+    let base = receiver.base();
+    // Paced to last about half a second, exported every 100 ms: the live activations
+    // are seen while they live (shutdown passivates them).
+    let out = up_with(
+        1000,
+        &["--rate", "2000"],
+        &[
+            ("NEW_RELIC_LICENSE_KEY", KEY),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &base),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {}: {stderr}", out.status);
+    assert_reference(&out.stdout, 1000);
+    for line in stderr.lines() {
+        assert!(
+            !line.contains(KEY),
+            "the license key leaked into the log: {line}"
+        );
+    }
+
+    let captured = receiver.captured();
+    assert!(
+        captured.len() >= 3,
+        "only {} exports arrived",
+        captured.len()
+    );
+    for c in &captured {
+        assert_eq!(c.path, "/v1/metrics");
+        assert_eq!(c.content_type, "application/x-protobuf");
+        assert_eq!(c.content_encoding, "gzip");
+        assert_eq!(c.api_key.as_deref(), Some(KEY));
+        assert!(c.error.is_none(), "undecodable export: {:?}", c.error);
+        assert!(
+            c.wire_bytes < 1_000_000 && c.decoded_bytes < 1_000_000,
+            "{} bytes",
+            c.decoded_bytes
+        );
+    }
+    let points = points(&captured);
+    let mut services: Vec<String> = points
+        .iter()
+        .filter_map(|p| p.resource.get("service.name").cloned())
+        .collect();
+    services.sort();
+    services.dedup();
+    assert_eq!(services, vec!["buzz", "client", "fizz"]);
+    for p in &points {
+        let r = &p.resource;
+        let name = r.get("service.name").cloned().unwrap_or_default();
+        assert!(
+            r.get("service.instance.id")
+                .is_some_and(|id| id.starts_with(&format!("{name}-"))),
+            "{r:?}"
+        );
+        assert_eq!(
+            r.get("service.version").map(String::as_str),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+        assert!(r.get("host.name").is_some_and(|h| !h.is_empty()), "{r:?}");
+        assert_eq!(
+            r.get("grain.cluster.name").map(String::as_str),
+            Some("fizzbuzz-cluster")
+        );
+        if p.metric.starts_with("proto") || p.metric.starts_with("grain_") {
+            assert!(
+                p.attributes.contains_key("member") && p.attributes.contains_key("address"),
+                "{p:?}"
+            );
+            assert!(
+                !p.attributes.values().any(|v| v == "grain1"),
+                "a grain identity in {p:?}"
+            );
+        }
+        let monotonic = p.kind == "histogram" || (p.kind == "sum" && p.metric.ends_with("_count"));
+        if monotonic {
+            assert_eq!(p.temporality, 1, "{} is not delta", p.metric);
+        }
+    }
+    assert_eq!(client_calls(&points, SAY_FIZZ, true), 1000.0);
+    assert_eq!(client_calls(&points, SAY_BUZZ, true), 1000.0);
+    for (service, kind) in [("fizz", "FizzService"), ("buzz", "BuzzService")] {
+        let values = live_values(&points, service, kind);
+        assert!(
+            values.contains(&1.0),
+            "{service} never showed one {kind} activation: {values:?}"
+        );
+        assert!(
+            values.iter().all(|v| *v <= 1.0),
+            "{service} showed more than one: {values:?}"
+        );
+    }
+    for name in [
+        "process.cpu.time",
+        "process.memory.usage",
+        "protocluster_members_count",
+    ] {
+        assert!(points.iter().any(|p| p.metric == name), "{name} missing");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_failures_never_hurt_the_cluster_and_are_explained() {
+    // A port with nothing listening: connections are refused.
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("{e}"));
+    /// What the endpoint answers (`None`: nothing listens), and what the log must say.
+    type Case = (Option<(u16, Option<&'static str>)>, &'static str);
+    let table: &[Case] = &[
+        (Some((401, None)), "401: the backend wants credentials"),
+        (Some((403, None)), "403: the license key was rejected"),
+        (Some((404, None)), "404: nothing answers at this path"),
+        (Some((413, None)), "413: the payload is too large"),
+        (
+            Some((429, Some("1"))),
+            "429: the backend is rate-limiting us",
+        ),
+        (Some((500, None)), "500: the backend failed"),
+        (None, "cannot reach the endpoint"),
+    ];
+    for (status, says) in table {
+        let receiver = Receiver::start().await;
+        let base = match status {
+            Some(s) => {
+                receiver.respond_with(Some(*s));
+                receiver.base()
+            }
+            None => format!("http://{refused}"),
+        };
+        let out = up(
+            200,
+            &[
+                ("NEW_RELIC_LICENSE_KEY", KEY),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &base),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+            ],
+        )
+        .await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{says}: exit {}: {stderr}",
+            out.status
+        );
+        assert_reference(&out.stdout, 200);
+        let explained = stderr.lines().filter(|l| l.contains(says)).count();
+        assert!(
+            (1..=3).contains(&explained),
+            "{says}: explained {explained} times:\n{stderr}"
+        );
+        for line in stderr.lines() {
+            assert!(
+                !line.contains(KEY),
+                "the license key leaked into the log: {line}"
+            );
+        }
+        if status.is_some() {
+            assert!(
+                !receiver.captured().is_empty(),
+                "{says}: nothing reached the receiver"
+            );
+        }
+    }
+}
+
+/// Through rotel, a real OTLP collector: `ROTEL_AGENT=/path/to/rotel-agent cargo test
+/// -p fizzbuzz --test otlp -- --ignored` (`.ci/run` installs rotel from PyPI and runs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs rotel: set ROTEL_AGENT to the rotel-agent binary and run with --ignored"]
+async fn a_run_through_rotel_arrives_intact() {
+    let agent = std::env::var("ROTEL_AGENT").unwrap_or_else(|_| panic!("ROTEL_AGENT is not set"));
+    let receiver = Receiver::start().await;
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (http, grpc) = (free(), free());
+    let dir = std::env::temp_dir().join(format!("rotel-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let mut rotel = Command::new(&agent)
+        .args([
+            "start",
+            "--otlp-http-endpoint",
+            &http.to_string(),
+            "--otlp-grpc-endpoint",
+            &grpc.to_string(),
+        ])
+        .args(["--exporter", "otlp", "--otlp-exporter-protocol", "http"])
+        .args(["--otlp-exporter-endpoint", &receiver.base()])
+        .arg("--pid-file")
+        .arg(dir.join("rotel.pid"))
+        .arg("--log-file")
+        .arg(dir.join("rotel.log"))
+        .kill_on_drop(true)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start rotel at {agent}: {e}"));
+    let mut up_at = None;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(http).is_ok() {
+            up_at = Some(());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up_at.is_some(), "rotel did not listen on {http}");
+
+    let out = up_with(
+        1000,
+        &["--rate", "2000"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{http}")),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "exit {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_reference(&out.stdout, 1000);
+
+    // rotel batches; give it a moment to forward the last exports.
+    let mut calls = (0.0, 0.0);
+    for _ in 0..100 {
+        let p = points(&receiver.captured());
+        calls = (
+            client_calls(&p, SAY_FIZZ, false),
+            client_calls(&p, SAY_BUZZ, false),
+        );
+        if calls == (1000.0, 1000.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = rotel.kill().await;
+    assert_eq!(
+        calls,
+        (1000.0, 1000.0),
+        "calls counted behind rotel (SayFizz, SayBuzz)"
+    );
+    let p = points(&receiver.captured());
+    for (service, kind) in [("fizz", "FizzService"), ("buzz", "BuzzService")] {
+        assert!(
+            live_values(&p, service, kind).contains(&1.0),
+            "{service}: no live activation seen"
+        );
+    }
+    assert!(
+        receiver.captured().iter().all(|c| c.error.is_none()),
+        "rotel forwarded something undecodable"
+    );
+}

@@ -1,0 +1,451 @@
+//! Every instrument the runtime records, in one place.
+//!
+//! Names follow Proto.Actor's current set (`protoactor_*`, `protoremote_*`,
+//! `protocluster_*`) so existing dashboards and habits carry over; `grain_*` names are
+//! what Proto.Actor lacks. Units follow OpenTelemetry (`s`, `By`, `{call}`).
+//!
+//! Recording goes through the `opentelemetry` API only, on the [`Meter`] handed to the
+//! node ([`crate::NodeConfig::meter`]); without one, instruments are no-ops. No global
+//! provider is read and no per-activation callback is registered: live counts are
+//! up-down counters moved at activation and passivation, so nothing leaks when grains
+//! come and go.
+//!
+//! Attributes stay bounded: every series carries `member` (the member id) and
+//! `address`; some add `kind`, `method`, `outcome`, `peer`, `reason` or `source` — never
+//! a grain identity. [`CATALOG`] lists them all; `docs/metrics.md` is kept equal to it
+//! by a test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Gauge, Histogram, InstrumentProvider, Meter, UpDownCounter};
+
+use crate::identity::Member;
+
+/// The kind of an instrument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstrumentKind {
+    /// A monotonic sum.
+    Counter,
+    /// A sum that goes up and down.
+    UpDownCounter,
+    /// A distribution.
+    Histogram,
+    /// The last value.
+    Gauge,
+}
+
+impl InstrumentKind {
+    /// The word used in `docs/metrics.md`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstrumentKind::Counter => "counter",
+            InstrumentKind::UpDownCounter => "updowncounter",
+            InstrumentKind::Histogram => "histogram",
+            InstrumentKind::Gauge => "gauge",
+        }
+    }
+}
+
+/// One instrument of the catalog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstrumentDef {
+    /// The metric name.
+    pub name: &'static str,
+    /// Counter, up-down counter, histogram or gauge.
+    pub kind: InstrumentKind,
+    /// The OpenTelemetry unit.
+    pub unit: &'static str,
+    /// Attributes besides `member` and `address`, which every series has.
+    pub attributes: &'static [&'static str],
+    /// What it means.
+    pub description: &'static str,
+}
+
+macro_rules! catalog {
+    ($($id:ident = $name:literal, $kind:ident, $unit:literal, [$($attr:literal),*], $desc:literal;)*) => {
+        /// Instrument names, as constants.
+        pub mod names {
+            $(
+                #[doc = $desc]
+                pub const $id: &str = $name;
+            )*
+        }
+        /// Every instrument the runtime records.
+        pub const CATALOG: &[InstrumentDef] = &[
+            $(InstrumentDef {
+                name: $name,
+                kind: InstrumentKind::$kind,
+                unit: $unit,
+                attributes: &[$($attr),*],
+                description: $desc,
+            },)*
+        ];
+    };
+}
+
+catalog! {
+    ACTOR_SPAWN = "protoactor_actor_spawn_count", Counter, "{activation}", ["kind"],
+        "Grain activations started.";
+    ACTOR_STOPPED = "protoactor_actor_stopped_count", Counter, "{activation}", ["kind"],
+        "Grain activations stopped (idle passivation, shutdown, or after a failure).";
+    ACTOR_RESTARTED = "protoactor_actor_restarted_count", Counter, "{activation}", ["kind"],
+        "Grain activations discarded after a failure, to be activated afresh by the next call.";
+    ACTOR_FAILURE = "protoactor_actor_failure_count", Counter, "{failure}", ["kind"],
+        "Panics in grain methods or activation hooks, and failed activations.";
+    ACTOR_RECEIVE = "protoactor_actor_messagereceive_duration", Histogram, "s", ["kind", "method", "outcome"],
+        "Time a grain spent handling one call.";
+    ACTOR_MAILBOX = "protoactor_actor_mailbox_length", UpDownCounter, "{call}", ["kind"],
+        "Calls waiting in activation mailboxes.";
+    DEADLETTER = "protoactor_deadletter_count", Counter, "{message}", ["reason"],
+        "Answers that found no caller (it had given up) and calls that found no activation.";
+    FUTURE_STARTED = "protoactor_future_started_count", Counter, "{call}", ["kind", "method"],
+        "Grain calls started by this member.";
+    FUTURE_COMPLETED = "protoactor_future_completed_count", Counter, "{call}", ["kind", "method", "outcome"],
+        "Grain calls that completed (with an answer or an error other than a timeout).";
+    FUTURE_TIMEDOUT = "protoactor_future_timedout_count", Counter, "{call}", ["kind", "method"],
+        "Grain calls that timed out.";
+    REMOTE_SERIALIZE = "protoremote_message_serialize_count", Counter, "{message}", ["message"],
+        "Envelopes written to peers (requests by callers, responses by callees).";
+    REMOTE_DESERIALIZE = "protoremote_message_deserialize_count", Counter, "{message}", ["message"],
+        "Envelopes read from peers.";
+    REMOTE_CONNECTED = "protoremote_endpoint_connected_count", Counter, "{connection}", ["peer"],
+        "Links to peers established.";
+    REMOTE_DISCONNECTED = "protoremote_endpoint_disconnected_count", Counter, "{connection}", ["peer", "reason"],
+        "Links to peers lost or closed.";
+    REMOTE_WRITE = "protoremote_write_duration", Histogram, "s", [],
+        "Time a batch waited for the peer stream to accept it (backpressure).";
+    CLUSTER_SPAWN = "protocluster_virtualactor_spawn_duration", Histogram, "s", ["kind"],
+        "Time to activate a grain (its activated hook).";
+    CLUSTER_REQUEST = "protocluster_virtualactor_requestasync_duration", Histogram, "s", ["kind", "method", "source", "outcome"],
+        "Duration of grain calls made by this member; source says whether the owner came from the placement cache or a lookup.";
+    CLUSTER_RETRY = "protocluster_virtualactor_requestasync_retry_count", Counter, "{retry}", ["kind", "method", "reason"],
+        "Retries of grain calls that provably did not run.";
+    CLUSTER_RESOLVE = "protocluster_resolve_pid_duration", Histogram, "s", ["kind", "source"],
+        "Time to find the member owning a grain.";
+    CLUSTER_VIRTUALACTORS = "protocluster_virtualactors", UpDownCounter, "{activation}", ["kind"],
+        "Live grain activations on this member.";
+    CLUSTER_MEMBERS = "protocluster_members_count", Gauge, "{member}", [],
+        "Members in this member's topology.";
+    TOPOLOGY_CHANGES = "grain_cluster_topology_changes_count", Counter, "{change}", [],
+        "Topology changes seen by this member.";
+    MEMBERSHIP_ERRORS = "grain_membership_errors_count", Counter, "{error}", ["operation", "reason"],
+        "Failed calls to the membership provider (register, keep_alive, watch, deregister).";
+    MEMBERSHIP_UP = "grain_membership_provider_up", Gauge, "1", [],
+        "1 while the membership provider answers, 0 while it fails (the last topology is kept).";
+    REMOTE_BATCH = "grain_remote_batch_size", Histogram, "{message}", ["message"],
+        "Envelopes per batch written to a peer.";
+    REMOTE_INFLIGHT = "grain_remote_inflight_calls", UpDownCounter, "{call}", [],
+        "Calls written to peers and not yet answered.";
+}
+
+/// Histogram boundaries for durations in seconds, 50 µs to 10 s.
+const SECONDS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+struct Noop;
+impl InstrumentProvider for Noop {}
+
+fn def(name: &str) -> &'static InstrumentDef {
+    CATALOG
+        .iter()
+        .find(|d| d.name == name)
+        .unwrap_or(&CATALOG[0])
+}
+
+/// The instruments of one member.
+pub(crate) struct Metrics {
+    base: [KeyValue; 2],
+    spawn: Counter<u64>,
+    stopped: Counter<u64>,
+    restarted: Counter<u64>,
+    failure: Counter<u64>,
+    receive: Histogram<f64>,
+    mailbox: UpDownCounter<i64>,
+    deadletter: Counter<u64>,
+    future_started: Counter<u64>,
+    future_completed: Counter<u64>,
+    future_timedout: Counter<u64>,
+    serialize: Counter<u64>,
+    deserialize: Counter<u64>,
+    connected: Counter<u64>,
+    disconnected: Counter<u64>,
+    write: Histogram<f64>,
+    spawn_duration: Histogram<f64>,
+    request: Histogram<f64>,
+    retry: Counter<u64>,
+    resolve: Histogram<f64>,
+    virtualactors: UpDownCounter<i64>,
+    members: Gauge<u64>,
+    topology_changes: Counter<u64>,
+    membership_errors: Counter<u64>,
+    membership_up: Gauge<u64>,
+    batch: Histogram<u64>,
+    inflight: UpDownCounter<i64>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn kv(key: &'static str, value: impl Into<opentelemetry::Value>) -> KeyValue {
+    KeyValue::new(key, value)
+}
+
+impl Metrics {
+    /// Instruments on `meter` (or no-ops), labelled with `member`.
+    pub(crate) fn new(meter: Option<&Meter>, member: &Member) -> Self {
+        let noop;
+        let meter = match meter {
+            Some(m) => m,
+            None => {
+                noop = Meter::new(Arc::new(Noop));
+                &noop
+            }
+        };
+        let counter = |n: &str| {
+            let d = def(n);
+            meter
+                .u64_counter(d.name)
+                .with_unit(d.unit)
+                .with_description(d.description)
+                .build()
+        };
+        let updown = |n: &str| {
+            let d = def(n);
+            meter
+                .i64_up_down_counter(d.name)
+                .with_unit(d.unit)
+                .with_description(d.description)
+                .build()
+        };
+        let seconds = |n: &str| {
+            let d = def(n);
+            meter
+                .f64_histogram(d.name)
+                .with_unit(d.unit)
+                .with_description(d.description)
+                .with_boundaries(SECONDS.to_vec())
+                .build()
+        };
+        let gauge = |n: &str| {
+            let d = def(n);
+            meter
+                .u64_gauge(d.name)
+                .with_unit(d.unit)
+                .with_description(d.description)
+                .build()
+        };
+        use names::*;
+        let batch_def = def(REMOTE_BATCH);
+        Self {
+            base: [
+                kv("member", member.id.to_string()),
+                kv("address", member.address.clone()),
+            ],
+            spawn: counter(ACTOR_SPAWN),
+            stopped: counter(ACTOR_STOPPED),
+            restarted: counter(ACTOR_RESTARTED),
+            failure: counter(ACTOR_FAILURE),
+            receive: seconds(ACTOR_RECEIVE),
+            mailbox: updown(ACTOR_MAILBOX),
+            deadletter: counter(DEADLETTER),
+            future_started: counter(FUTURE_STARTED),
+            future_completed: counter(FUTURE_COMPLETED),
+            future_timedout: counter(FUTURE_TIMEDOUT),
+            serialize: counter(REMOTE_SERIALIZE),
+            deserialize: counter(REMOTE_DESERIALIZE),
+            connected: counter(REMOTE_CONNECTED),
+            disconnected: counter(REMOTE_DISCONNECTED),
+            write: seconds(REMOTE_WRITE),
+            spawn_duration: seconds(CLUSTER_SPAWN),
+            request: seconds(CLUSTER_REQUEST),
+            retry: counter(CLUSTER_RETRY),
+            resolve: seconds(CLUSTER_RESOLVE),
+            virtualactors: updown(CLUSTER_VIRTUALACTORS),
+            members: gauge(CLUSTER_MEMBERS),
+            topology_changes: counter(TOPOLOGY_CHANGES),
+            membership_errors: counter(MEMBERSHIP_ERRORS),
+            membership_up: gauge(MEMBERSHIP_UP),
+            batch: meter
+                .u64_histogram(batch_def.name)
+                .with_unit(batch_def.unit)
+                .with_description(batch_def.description)
+                .with_boundaries(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
+                .build(),
+            inflight: updown(REMOTE_INFLIGHT),
+        }
+    }
+
+    fn attrs(&self, extra: &[KeyValue]) -> Vec<KeyValue> {
+        let mut v = Vec::with_capacity(2 + extra.len());
+        v.extend_from_slice(&self.base);
+        v.extend_from_slice(extra);
+        v
+    }
+
+    pub(crate) fn activation_started(&self, kind: &Arc<str>) {
+        let a = self.attrs(&[kv("kind", kind.clone())]);
+        self.spawn.add(1, &a);
+        self.virtualactors.add(1, &a);
+    }
+
+    pub(crate) fn activation_stopped(&self, kind: &Arc<str>, failed: bool) {
+        let a = self.attrs(&[kv("kind", kind.clone())]);
+        self.stopped.add(1, &a);
+        self.virtualactors.add(-1, &a);
+        if failed {
+            self.restarted.add(1, &a);
+        }
+    }
+
+    pub(crate) fn activation_failed(&self, kind: &Arc<str>) {
+        self.failure
+            .add(1, &self.attrs(&[kv("kind", kind.clone())]));
+    }
+
+    pub(crate) fn spawned_in(&self, kind: &Arc<str>, took: Duration) {
+        self.spawn_duration
+            .record(took.as_secs_f64(), &self.attrs(&[kv("kind", kind.clone())]));
+    }
+
+    pub(crate) fn received(&self, kind: &Arc<str>, method: &str, ok: bool, took: Duration) {
+        let a = self.attrs(&[
+            kv("kind", kind.clone()),
+            kv("method", method.to_string()),
+            kv("outcome", if ok { "ok" } else { "error" }),
+        ]);
+        self.receive.record(took.as_secs_f64(), &a);
+    }
+
+    pub(crate) fn mailbox(&self, kind: &Arc<str>, delta: i64) {
+        self.mailbox
+            .add(delta, &self.attrs(&[kv("kind", kind.clone())]));
+    }
+
+    pub(crate) fn deadletter(&self, reason: &'static str) {
+        self.deadletter.add(1, &self.attrs(&[kv("reason", reason)]));
+    }
+
+    pub(crate) fn future_started(&self, kind: &Arc<str>, method: &str) {
+        let a = self.attrs(&[kv("kind", kind.clone()), kv("method", method.to_string())]);
+        self.future_started.add(1, &a);
+    }
+
+    /// Records the end of a call: its outcome, duration and where the owner came from.
+    pub(crate) fn future_finished(
+        &self,
+        kind: &Arc<str>,
+        method: &str,
+        source: &'static str,
+        outcome: &'static str,
+        took: Duration,
+    ) {
+        let km = [kv("kind", kind.clone()), kv("method", method.to_string())];
+        if outcome == "timeout" {
+            self.future_timedout.add(1, &self.attrs(&km));
+        } else {
+            let mut a = self.attrs(&km);
+            a.push(kv("outcome", outcome));
+            self.future_completed.add(1, &a);
+        }
+        let mut a = self.attrs(&km);
+        a.push(kv("source", source));
+        a.push(kv("outcome", outcome));
+        self.request.record(took.as_secs_f64(), &a);
+    }
+
+    pub(crate) fn retried(&self, kind: &Arc<str>, method: &str, reason: &'static str) {
+        let a = self.attrs(&[
+            kv("kind", kind.clone()),
+            kv("method", method.to_string()),
+            kv("reason", reason),
+        ]);
+        self.retry.add(1, &a);
+    }
+
+    pub(crate) fn resolved(&self, kind: &Arc<str>, source: &'static str, took: Duration) {
+        let a = self.attrs(&[kv("kind", kind.clone()), kv("source", source)]);
+        self.resolve.record(took.as_secs_f64(), &a);
+    }
+
+    pub(crate) fn serialized(&self, message: &'static str, n: u64) {
+        self.serialize
+            .add(n, &self.attrs(&[kv("message", message)]));
+    }
+
+    pub(crate) fn deserialized(&self, message: &'static str, n: u64) {
+        self.deserialize
+            .add(n, &self.attrs(&[kv("message", message)]));
+    }
+
+    pub(crate) fn batch(&self, message: &'static str, n: u64) {
+        self.batch.record(n, &self.attrs(&[kv("message", message)]));
+    }
+
+    pub(crate) fn connected(&self, peer: &str) {
+        self.connected
+            .add(1, &self.attrs(&[kv("peer", peer.to_string())]));
+    }
+
+    pub(crate) fn disconnected(&self, peer: &str, reason: &'static str) {
+        let a = self.attrs(&[kv("peer", peer.to_string()), kv("reason", reason)]);
+        self.disconnected.add(1, &a);
+    }
+
+    pub(crate) fn write_waited(&self, took: Duration) {
+        self.write.record(took.as_secs_f64(), &self.attrs(&[]));
+    }
+
+    pub(crate) fn inflight(&self, delta: i64) {
+        self.inflight.add(delta, &self.attrs(&[]));
+    }
+
+    pub(crate) fn topology(&self, members: usize) {
+        self.members.record(members as u64, &self.attrs(&[]));
+        self.topology_changes.add(1, &self.attrs(&[]));
+    }
+
+    pub(crate) fn membership_error(&self, operation: &'static str, reason: &'static str) {
+        let a = self.attrs(&[kv("operation", operation), kv("reason", reason)]);
+        self.membership_errors.add(1, &a);
+        self.membership_up.record(0, &self.attrs(&[]));
+    }
+
+    pub(crate) fn membership_ok(&self) {
+        self.membership_up.record(1, &self.attrs(&[]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_follow_the_conventions() {
+        let mut seen = std::collections::HashSet::new();
+        for d in CATALOG {
+            assert!(seen.insert(d.name), "{} is listed twice", d.name);
+            assert!(
+                ["protoactor_", "protoremote_", "protocluster_", "grain_"]
+                    .iter()
+                    .any(|p| d.name.starts_with(p)),
+                "{} has no known prefix",
+                d.name
+            );
+            if d.kind == InstrumentKind::Histogram && d.name.ends_with("_duration") {
+                assert_eq!(d.unit, "s", "{} is a duration in seconds", d.name);
+            }
+            assert!(
+                !d.attributes.contains(&"identity"),
+                "{} carries grain identities",
+                d.name
+            );
+        }
+    }
+}
