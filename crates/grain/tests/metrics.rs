@@ -1,0 +1,243 @@
+//! The runtime records its instruments on the meter it is handed — and only there —
+//! with the member and address on every series and never a grain identity.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use grain::membership::InMemoryMembership;
+use grain::metrics::names;
+use grain::{ClusterIdentity, Node};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{
+    Counter, Gauge, Histogram, HistogramBuilder, InstrumentBuilder, InstrumentProvider, Meter,
+    SyncInstrument, UpDownCounter,
+};
+
+/// One measurement: instrument, value, attributes.
+type Recorded = (String, f64, HashMap<String, String>);
+
+/// An instrument provider that keeps every measurement, for assertions.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Recorded>>>);
+
+struct Instrument {
+    name: String,
+    sink: Recorder,
+}
+
+impl<T: Into<f64> + Copy> SyncInstrument<T> for Instrument {
+    fn measure(&self, value: T, attributes: &[KeyValue]) {
+        let attrs = attributes
+            .iter()
+            .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+            .collect();
+        if let Ok(mut v) = self.sink.0.lock() {
+            v.push((self.name.clone(), value.into(), attrs));
+        }
+    }
+}
+
+struct I64(Instrument);
+impl SyncInstrument<i64> for I64 {
+    fn measure(&self, value: i64, attributes: &[KeyValue]) {
+        SyncInstrument::<f64>::measure(&self.0, value as f64, attributes);
+    }
+}
+struct U64(Instrument);
+impl SyncInstrument<u64> for U64 {
+    fn measure(&self, value: u64, attributes: &[KeyValue]) {
+        SyncInstrument::<f64>::measure(&self.0, value as f64, attributes);
+    }
+}
+
+impl Recorder {
+    fn instrument(&self, name: &str) -> Instrument {
+        Instrument {
+            name: name.to_string(),
+            sink: self.clone(),
+        }
+    }
+
+    fn all(&self) -> Vec<Recorded> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Sum of the values recorded on `name` whose attributes include `with`.
+    fn sum(&self, name: &str, with: &[(&str, &str)]) -> f64 {
+        self.all()
+            .iter()
+            .filter(|(n, _, a)| {
+                n == name
+                    && with
+                        .iter()
+                        .all(|(k, v)| a.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, v, _)| v)
+            .sum()
+    }
+
+    /// How many measurements `name` got whose attributes include `with`.
+    fn count(&self, name: &str, with: &[(&str, &str)]) -> usize {
+        self.all()
+            .iter()
+            .filter(|(n, _, a)| {
+                n == name
+                    && with
+                        .iter()
+                        .all(|(k, v)| a.get(*k).map(String::as_str) == Some(*v))
+            })
+            .count()
+    }
+}
+
+impl InstrumentProvider for Recorder {
+    fn u64_counter(&self, b: InstrumentBuilder<'_, Counter<u64>>) -> Counter<u64> {
+        Counter::new(Arc::new(U64(self.instrument(&b.name))))
+    }
+    fn i64_up_down_counter(
+        &self,
+        b: InstrumentBuilder<'_, UpDownCounter<i64>>,
+    ) -> UpDownCounter<i64> {
+        UpDownCounter::new(Arc::new(I64(self.instrument(&b.name))))
+    }
+    fn u64_gauge(&self, b: InstrumentBuilder<'_, Gauge<u64>>) -> Gauge<u64> {
+        Gauge::new(Arc::new(U64(self.instrument(&b.name))))
+    }
+    fn f64_histogram(&self, b: HistogramBuilder<'_, Histogram<f64>>) -> Histogram<f64> {
+        Histogram::new(Arc::new(self.instrument(&b.name)))
+    }
+    fn u64_histogram(&self, b: HistogramBuilder<'_, Histogram<u64>>) -> Histogram<u64> {
+        Histogram::new(Arc::new(U64(self.instrument(&b.name))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_records_its_catalog_on_the_meter_it_is_handed() {
+    let recorder = Recorder::default();
+    let provider = InMemoryMembership::new(Duration::from_secs(2));
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let config = grain::NodeConfig {
+            meter: Some(Meter::new(Arc::new(recorder.clone()))),
+            ..config("metrics-test", &format!("m{i}"))
+        };
+        let node = Node::start(config, vec![counter_kind()], Arc::new(provider.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        nodes.push(node);
+    }
+    for n in &nodes {
+        assert!(
+            n.cluster()
+                .wait_until(Duration::from_secs(5), |t| t.members().len() == 2)
+                .await
+        );
+    }
+    let caller = nodes[0].cluster();
+    let caller_id = caller.member().id.to_string();
+    // Ten identities: some local to the caller, some remote.
+    for round in 0..3 {
+        for i in 0..10 {
+            let id = ClusterIdentity::new(COUNTER, format!("metrics-{i}"));
+            let r = caller.call(&id, ADD, Bytes::new()).await;
+            assert!(r.is_ok(), "round {round}: {r:?}");
+        }
+    }
+    let panicky = ClusterIdentity::new(COUNTER, "metrics-panic");
+    assert!(caller.call(&panicky, PANIC, Bytes::new()).await.is_err());
+    let by_caller = [
+        ("member", caller_id.as_str()),
+        ("kind", COUNTER),
+        ("method", ADD),
+    ];
+
+    assert_eq!(recorder.count(names::FUTURE_STARTED, &by_caller), 30);
+    assert_eq!(recorder.count(names::CLUSTER_REQUEST, &by_caller), 30);
+    assert_eq!(
+        recorder.count(
+            names::FUTURE_COMPLETED,
+            &[("member", &caller_id), ("outcome", "ok")]
+        ),
+        30
+    );
+    // The owner of each of the 10 identities was looked up once, then came from the cache.
+    assert_eq!(
+        recorder.count(
+            names::CLUSTER_REQUEST,
+            &[
+                ("member", &caller_id),
+                ("source", "lookup"),
+                ("method", ADD)
+            ]
+        ),
+        10
+    );
+    assert_eq!(
+        recorder.count(
+            names::CLUSTER_REQUEST,
+            &[("member", &caller_id), ("source", "cache"), ("method", ADD)]
+        ),
+        20
+    );
+    // 11 activations in all (10 + the panicky one), over both members; one failed.
+    let live: usize = nodes.iter().map(|n| n.activation_count()).sum();
+    assert_eq!(live, 10, "the panicky activation should be gone");
+    assert_eq!(recorder.sum(names::ACTOR_SPAWN, &[("kind", COUNTER)]), 11.0);
+    assert_eq!(
+        recorder.sum(names::CLUSTER_VIRTUALACTORS, &[("kind", COUNTER)]),
+        live as f64
+    );
+    assert_eq!(
+        recorder.sum(names::ACTOR_FAILURE, &[("kind", COUNTER)]),
+        1.0
+    );
+    assert_eq!(
+        recorder.sum(names::ACTOR_RESTARTED, &[("kind", COUNTER)]),
+        1.0
+    );
+    assert_eq!(
+        recorder.sum(names::ACTOR_MAILBOX, &[("kind", COUNTER)]),
+        0.0,
+        "mailboxes are empty"
+    );
+    assert_eq!(
+        recorder.count(names::ACTOR_RECEIVE, &[("kind", COUNTER), ("method", ADD)]),
+        30
+    );
+    // Remote calls were serialized and answered; nothing is left in flight.
+    assert!(recorder.sum(names::REMOTE_SERIALIZE, &[("message", "request")]) > 0.0);
+    assert_eq!(
+        recorder.sum(names::REMOTE_SERIALIZE, &[("message", "request")]),
+        recorder.sum(names::REMOTE_DESERIALIZE, &[("message", "response")])
+    );
+    assert_eq!(recorder.sum(names::REMOTE_INFLIGHT, &[]), 0.0);
+    assert!(recorder.count(names::REMOTE_CONNECTED, &[]) >= 1);
+
+    for (name, _, attrs) in recorder.all() {
+        assert!(
+            attrs.contains_key("member") && attrs.contains_key("address"),
+            "{name}: {attrs:?}"
+        );
+        assert!(
+            !attrs.values().any(|v| v.starts_with("metrics-")),
+            "{name} carries a grain identity: {attrs:?}"
+        );
+        assert!(
+            grain::metrics::CATALOG.iter().any(|d| d.name == name),
+            "{name} is not in the catalog"
+        );
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+    // After shutdown every activation has been passivated and counted down.
+    assert_eq!(
+        recorder.sum(names::CLUSTER_VIRTUALACTORS, &[("kind", COUNTER)]),
+        0.0
+    );
+}
