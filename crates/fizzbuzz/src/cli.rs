@@ -37,18 +37,45 @@ pub fn init_logging(filter: &str) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+/// `FIZZBUZZ_PARENT_PID` (set by `fizzbuzz up` for its children): stop when the parent
+/// with this process id is gone (this process was re-parented), however it died.
+pub const ENV_PARENT_PID: &str = "FIZZBUZZ_PARENT_PID";
+
+/// Resolves when the parent named by `FIZZBUZZ_PARENT_PID` is gone; never without it.
+async fn parent_gone() {
+    let expected = std::env::var(ENV_PARENT_PID)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok());
+    let Some(expected) = expected else {
+        return std::future::pending().await;
+    };
+    loop {
+        if nix::unistd::getppid().as_raw() != expected {
+            tracing::warn!("the parent process {expected} went away; stopping");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM — and, for children of `fizzbuzz up`, when
+/// the parent goes away.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
+    let parent_gone = parent_gone();
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
+                _ = parent_gone => {}
             }
         }
         Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = parent_gone => {}
+            }
         }
     }
 }
@@ -151,7 +178,11 @@ fn client(command: ClientCommand) -> ExitCode {
         } else {
             let mut out = std::io::BufWriter::with_capacity(64 << 10, stdout);
             let s = run_client(&command, &setup, &mut out, shutdown_signal()).await?;
-            let _ = out.flush();
+            if let Err(e) = out.flush()
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                return Err(AppError::Failed(format!("cannot write to stdout: {e}")));
+            }
             s
         };
         eprint!("{}", summary.report());

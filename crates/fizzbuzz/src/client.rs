@@ -11,13 +11,13 @@ use grain::{CallError, CallOptions, Cluster, Node};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::AppError;
 use crate::config::{CommonArgs, NodeSetup, Role, parse_duration};
 use crate::proto::{
     BuzzRequest, BuzzServiceClient, BuzzServiceKind, FizzRequest, FizzServiceClient,
     FizzServiceKind,
 };
 use crate::stats::Histogram;
+use crate::{AppError, start_error};
 
 /// How results are printed on stdout.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,9 +103,9 @@ impl ClientArgs {
             return bad("--call-timeout must be greater than zero");
         }
         if let Some(r) = self.rate
-            && !(r.is_finite() && r > 0.0)
+            && !(r.is_finite() && (0.001..=1_000_000.0).contains(&r))
         {
-            return bad("--rate must be a positive number of numbers per second");
+            return bad("--rate must be between 0.001 and 1000000 numbers per second");
         }
         Ok(())
     }
@@ -437,7 +437,12 @@ pub async fn run_numbers(
         summary.issued = args.count;
     }
     summary.elapsed = started.elapsed();
-    let _ = out.flush();
+    match out.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(AppError::Failed(format!("cannot write to stdout: {e}")));
+        }
+        _ => {}
+    }
     Ok(summary)
 }
 
@@ -474,7 +479,7 @@ pub async fn run_client(
     let consul = membership.address().to_string();
     let node = Node::start(config, vec![], Arc::new(membership))
         .await
-        .map_err(|e| AppError::Usage(e.to_string()))?;
+        .map_err(start_error)?;
     let cluster = node.cluster();
     tokio::pin!(stop);
     let kinds = [FizzServiceKind::NAME, BuzzServiceKind::NAME];

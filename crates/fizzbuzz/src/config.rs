@@ -75,9 +75,9 @@ pub struct CommonArgs {
     /// Consul agent address (`host:port` or `http://host:port`).
     #[arg(long, env = grain_consul::config::ENV_HTTP_ADDR, default_value = grain_consul::config::DEFAULT_HTTP_ADDR)]
     pub consul_addr: String,
-    /// Consul ACL token, sent as X-Consul-Token.
+    /// Consul ACL token, sent as X-Consul-Token (never printed).
     #[arg(long, env = grain_consul::config::ENV_HTTP_TOKEN, hide_env_values = true)]
-    pub consul_token: Option<String>,
+    pub consul_token: Option<Token>,
     /// Consul datacenter to query (default: the agent's).
     #[arg(long, env = grain_consul::config::ENV_DATACENTER)]
     pub datacenter: Option<String>,
@@ -95,6 +95,27 @@ pub struct CommonArgs {
     pub telemetry: TelemetryArgs,
 }
 
+/// A `key=value` header from the command line; `Debug` shows the key only.
+#[derive(Clone)]
+pub struct HeaderArg(String);
+
+impl std::str::FromStr for HeaderArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('=') {
+            Some((k, _)) if !k.trim().is_empty() => Ok(HeaderArg(s.to_string())),
+            _ => Err("must be key=value".into()),
+        }
+    }
+}
+
+impl std::fmt::Debug for HeaderArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}=***", self.0.split('=').next().unwrap_or(""))
+    }
+}
+
 /// Metrics export options. The standard `OTEL_*` variables and `NEW_RELIC_LICENSE_KEY`
 /// are read too; these flags win over them.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -105,7 +126,7 @@ pub struct TelemetryArgs {
     /// An extra export header, key=value (repeatable). Prefer OTEL_EXPORTER_OTLP_HEADERS
     /// for secrets: command lines are visible to other users.
     #[arg(long = "otlp-header")]
-    pub otlp_headers: Vec<String>,
+    pub otlp_headers: Vec<HeaderArg>,
     /// How often metrics are exported (default 1s, or OTEL_METRIC_EXPORT_INTERVAL).
     #[arg(long, value_parser = parse_duration)]
     pub metrics_interval: Option<Duration>,
@@ -124,7 +145,7 @@ impl CommonArgs {
         let t = &self.telemetry;
         let overrides = Overrides {
             endpoint: t.otlp_endpoint.clone(),
-            headers: t.otlp_headers.clone(),
+            headers: t.otlp_headers.iter().map(|h| h.0.clone()).collect(),
             interval: t.metrics_interval,
             service_name: t.service_name.clone(),
             new_relic_region: t.new_relic_region.clone(),
@@ -163,11 +184,7 @@ impl CommonArgs {
     pub fn membership(&self, role: Role) -> Result<ConsulMembership, AppError> {
         let config = ConsulConfig {
             address: self.consul_addr.clone(),
-            token: self
-                .consul_token
-                .clone()
-                .filter(|t| !t.is_empty())
-                .map(Token::new),
+            token: self.consul_token.clone().filter(|t| !t.expose().is_empty()),
             datacenter: self.datacenter.clone().filter(|d| !d.is_empty()),
             role: role.name().into(),
             ..ConsulConfig::default()

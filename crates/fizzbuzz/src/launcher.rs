@@ -42,7 +42,7 @@ pub struct AgentArgs {
     pub allow_non_loopback: bool,
     /// Require this ACL token on every request.
     #[arg(long, env = "GRAIN_DEV_AGENT_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    pub token: Option<Token>,
 }
 
 /// Runs the dev agent until `stop` resolves.
@@ -50,7 +50,7 @@ pub async fn agent(args: &AgentArgs, stop: impl Future<Output = ()>) -> Result<(
     let config = DevAgentConfig {
         bind: args.bind,
         allow_non_loopback: args.allow_non_loopback,
-        token: args.token.clone().filter(|t| !t.is_empty()).map(Token::new),
+        token: args.token.clone().filter(|t| !t.expose().is_empty()),
         ..DevAgentConfig::default()
     };
     let agent = DevAgent::start(config).await.map_err(|e| match e {
@@ -84,7 +84,12 @@ fn node_command(role: Role) -> Result<Command, AppError> {
         c.arg(role.name());
         c
     };
-    command.kill_on_drop(true).stdin(Stdio::null());
+    // The child watches its parent: when this process goes away, however it dies, the
+    // child shuts down gracefully instead of running on orphaned.
+    command
+        .kill_on_drop(true)
+        .stdin(Stdio::null())
+        .env(crate::cli::ENV_PARENT_PID, std::process::id().to_string());
     Ok(command)
 }
 
@@ -123,6 +128,23 @@ fn code_of(status: ExitStatus) -> u8 {
 /// when `stop` resolves, and returns the client's exit status.
 pub async fn up(args: &UpArgs, stop: impl Future<Output = ()>) -> Result<u8, AppError> {
     args.client.validate()?;
+    // Check what the children would refuse, so a bad option is a usage error here.
+    tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .map_err(|e| AppError::Usage(format!("--log-level {:?}: {e}", args.log_level)))?;
+    grain::NodeConfig {
+        cluster_name: args.cluster.clone(),
+        ..grain::NodeConfig::default()
+    }
+    .validate()
+    .map_err(|e| AppError::Usage(format!("--cluster: {e}")))?;
+    if let Some(a) = &args.consul_addr {
+        grain_consul::ConsulConfig {
+            address: a.clone(),
+            ..grain_consul::ConsulConfig::default()
+        }
+        .validate()
+        .map_err(|e| AppError::Usage(format!("--consul-addr: {e}")))?;
+    }
     let (agent, consul_addr) = match &args.consul_addr {
         Some(a) => (None, a.clone()),
         None => {
@@ -169,7 +191,14 @@ pub async fn up(args: &UpArgs, stop: impl Future<Output = ()>) -> Result<u8, App
             "the buzz node exited early ({}); see its log above",
             status.map_or_else(|e| e.to_string(), |s| s.to_string())
         ))),
-        _ = &mut stop => Err(AppError::Interrupted("stopping the nodes".into())),
+        _ = &mut stop => {
+            // Stop the client first and keep its verdict (`--forever` ends with 0).
+            terminate(&client);
+            match tokio::time::timeout(grace, client.wait()).await {
+                Ok(Ok(s)) if s.code().is_some() => Ok(code_of(s)),
+                _ => Err(AppError::Interrupted("stopping the nodes".into())),
+            }
+        }
     };
     stop_child("client", &mut client, grace).await;
     stop_child("fizz", &mut fizz, grace).await;

@@ -51,6 +51,14 @@ impl AppError {
     }
 }
 
+/// A node that could not start: a bad setting is a usage error, a busy port is not.
+pub(crate) fn start_error(e: grain::StartError) -> AppError {
+    match e {
+        grain::StartError::Config(_) => AppError::Usage(e.to_string()),
+        other => AppError::Failed(other.to_string()),
+    }
+}
+
 /// Exit statuses.
 pub mod exit {
     /// Everything worked.

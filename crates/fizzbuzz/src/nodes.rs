@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use grain::Node;
 
-use crate::AppError;
 use crate::config::{CommonArgs, NodeSetup, Role, parse_duration};
 use crate::grains::{BuzzGrain, FizzGrain};
 use crate::proto::{BuzzServiceKind, FizzServiceKind};
+use crate::{AppError, start_error};
 
 /// Options of the `fizz` and `buzz` nodes.
 #[derive(clap::Args, Clone, Debug)]
@@ -41,7 +41,7 @@ pub async fn start_host(role: Role, args: &HostArgs, setup: &NodeSetup) -> Resul
     let consul = membership.address().to_string();
     let node = Node::start(config, vec![kind], Arc::new(membership))
         .await
-        .map_err(|e| AppError::Usage(e.to_string()))?;
+        .map_err(start_error)?;
     tracing::info!(
         member = %node.member().id,
         address = %node.member().address,

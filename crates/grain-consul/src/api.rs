@@ -249,7 +249,12 @@ pub fn parse_go_duration(s: &str) -> Option<std::time::Duration> {
         total += n * scale;
         any = true;
     }
-    (any && total.is_finite() && total >= 0.0).then(|| std::time::Duration::from_secs_f64(total))
+    // Anything over ten years is a typo, not a duration (and would overflow clocks).
+    const MAX_SECS: f64 = 10.0 * 365.0 * 86_400.0;
+    if !(any && total.is_finite() && (0.0..=MAX_SECS).contains(&total)) {
+        return None;
+    }
+    std::time::Duration::try_from_secs_f64(total).ok()
 }
 
 /// Formats a duration as a Go duration Consul accepts (`1500ms`, `3s`).
@@ -280,6 +285,8 @@ mod tests {
             ("5", None),
             ("s", None),
             ("3x", None),
+            ("99999999999999999999h", None),
+            ("1e400s", None),
         ];
         for (text, want) in table {
             assert_eq!(parse_go_duration(text), *want, "{text:?}");

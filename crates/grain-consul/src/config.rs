@@ -31,6 +31,15 @@ impl Token {
     }
 }
 
+impl std::str::FromStr for Token {
+    type Err = std::convert::Infallible;
+
+    /// Any string is a token (for command-line parsers).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Token::new(s))
+    }
+}
+
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Token(***)")

@@ -22,6 +22,8 @@ pub mod env {
     pub const OTLP_METRICS_COMPRESSION: &str = "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION";
     /// Export timeout in milliseconds.
     pub const OTLP_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
+    /// Metrics-only export timeout, over `OTEL_EXPORTER_OTLP_TIMEOUT`.
+    pub const OTLP_METRICS_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT";
     /// Must be `http/protobuf` if set.
     pub const OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
     /// Metrics-only protocol.
@@ -104,8 +106,9 @@ impl fmt::Debug for HeaderValue {
     }
 }
 
-/// Values given on the command line; they win over the environment.
-#[derive(Clone, Debug, Default)]
+/// Values given on the command line; they win over the environment. `Debug` shows
+/// header names only.
+#[derive(Clone, Default)]
 pub struct Overrides {
     /// The metrics endpoint (used as is).
     pub endpoint: Option<String>,
@@ -117,6 +120,26 @@ pub struct Overrides {
     pub service_name: Option<String>,
     /// The New Relic region.
     pub new_relic_region: Option<String>,
+}
+
+impl fmt::Debug for Overrides {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self
+            .headers
+            .iter()
+            .map(|h| h.split('=').next().unwrap_or(""))
+            .collect();
+        f.debug_struct("Overrides")
+            .field(
+                "endpoint",
+                &self.endpoint.as_deref().map(crate::export::redact_url),
+            )
+            .field("headers", &names)
+            .field("interval", &self.interval)
+            .field("service_name", &self.service_name)
+            .field("new_relic_region", &self.new_relic_region)
+            .finish()
+    }
 }
 
 /// Everything the exporter needs. `Debug` never shows header values.
@@ -168,7 +191,7 @@ fn parse_pairs(var: &str, s: &str) -> Result<Vec<(String, String)>, TelemetryErr
     let mut out = Vec::new();
     for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let (k, v) = item.split_once('=').ok_or_else(|| {
-            TelemetryError::Config(format!("{var}: {:?} is not key=value", redact_item(item)))
+            TelemetryError::Config(format!("{var}: {} is not key=value", redact_item(item)))
         })?;
         let k = percent_decode(k.trim());
         if k.is_empty() {
@@ -181,16 +204,9 @@ fn parse_pairs(var: &str, s: &str) -> Result<Vec<(String, String)>, TelemetryErr
     Ok(out)
 }
 
-/// Shows the key of a malformed item but not what might be a secret.
+/// Describes a malformed item without showing any of it (it may be a secret).
 fn redact_item(item: &str) -> String {
-    if item.len() > 8 {
-        format!(
-            "{}…",
-            &item[..item.char_indices().nth(4).map_or(item.len(), |(i, _)| i)]
-        )
-    } else {
-        item.to_string()
-    }
+    format!("an item of {} characters", item.chars().count())
 }
 
 fn millis(var: &str, s: &str) -> Result<Duration, TelemetryError> {
@@ -299,6 +315,9 @@ impl TelemetryConfig {
         }
         if let Some(t) = var(env::OTLP_TIMEOUT) {
             config.timeout = millis(env::OTLP_TIMEOUT, &t)?;
+        }
+        if let Some(t) = var(env::OTLP_METRICS_TIMEOUT) {
+            config.timeout = millis(env::OTLP_METRICS_TIMEOUT, &t)?;
         }
         if let Some(i) = var(env::EXPORT_INTERVAL) {
             config.interval = millis(env::EXPORT_INTERVAL, &i)?;

@@ -60,7 +60,11 @@ pub(crate) fn build(
     let inner = builder
         .with_temporality(temporality)
         .build()
-        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        // The library's message may quote the endpoint: say only which one, redacted.
+        .map_err(|e| {
+            let text = e.to_string().replace(endpoint, &redact_url(endpoint));
+            TelemetryError::Exporter(text)
+        })?;
     Ok(GuardedExporter {
         inner,
         endpoint: redact_url(endpoint),
@@ -132,8 +136,16 @@ impl GuardedExporter {
             Ok(()) => {
                 if log.failing {
                     log.failing = false;
-                    log.last_logged.clear();
-                    tracing::info!(endpoint = %self.endpoint, "metrics export works again");
+                    // Rate-limited like the failures, so a flapping endpoint stays quiet.
+                    let now = Instant::now();
+                    let due = log
+                        .last_logged
+                        .get("recovered")
+                        .is_none_or(|t| now.duration_since(*t) >= LOG_EVERY);
+                    if due {
+                        log.last_logged.insert("recovered", now);
+                        tracing::info!(endpoint = %self.endpoint, "metrics export works again");
+                    }
                 }
             }
             Err(e) => {

@@ -108,6 +108,12 @@ impl Telemetry {
         let resource = Resource::builder_empty()
             .with_attributes(attributes)
             .build();
+        if config.new_relic && !endpoint.contains(".nr-data.net") {
+            tracing::warn!(
+                endpoint = %export::redact_url(&endpoint),
+                "NEW_RELIC_LICENSE_KEY is sent as the api-key header to an endpoint that is not New Relic's"
+            );
+        }
         let exporter = export::build(config, &endpoint)?;
         let reader = PeriodicReader::builder(exporter)
             .with_interval(config.interval)

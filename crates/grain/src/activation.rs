@@ -125,6 +125,9 @@ pub(crate) enum GrainMsg {
 struct Entry {
     number: u64,
     actor: ActorRef<GrainMsg>,
+    /// Calls that arrived while this activation was stopping; they go to its successor
+    /// once it has fully stopped (its `deactivated` hook included).
+    parked: Vec<Invocation>,
 }
 
 /// The kinds this member hosts and its live activations.
@@ -168,13 +171,6 @@ impl Registry {
         self.accepting.load(Ordering::SeqCst)
     }
 
-    fn remove_if(&self, id: &ClusterIdentity, number: u64) {
-        let mut live = self.live.lock();
-        if live.get(id).is_some_and(|e| e.number == number) {
-            live.remove(id);
-        }
-    }
-
     /// Hands `inv` to the activation of `id`, activating it if needed. The caller has
     /// already checked ownership.
     pub(crate) async fn deliver(
@@ -202,49 +198,81 @@ impl Registry {
                     .fail(CallError::ShuttingDown { member }, &cluster.shared.metrics)
                     .await;
             }
-            let (number, actor) = {
-                let mut live = self.live.lock();
-                match live.get(&id) {
-                    Some(e) => (e.number, Ok(e.actor.clone())),
-                    None => {
-                        let number = self.next_number.fetch_add(1, Ordering::Relaxed);
-                        let args = Args {
-                            grain: (kind.factory)(&id),
-                            ctx: GrainContext {
-                                identity: id.clone(),
-                                member: self.member.clone(),
-                                cluster: cluster.clone(),
-                                headers: HashMap::new(),
-                            },
-                            idle_timeout: kind.idle_timeout,
-                            number,
-                        };
-                        match ractor::ActorRuntime::spawn_instant(None, Activation, args) {
-                            Ok((actor, _)) => {
-                                cluster.shared.metrics.activation_started(id.kind_arc());
-                                live.insert(
-                                    id.clone(),
-                                    Entry {
-                                        number,
-                                        actor: actor.clone(),
+            // Existing activation? (Look without building anything.)
+            let existing = self
+                .live
+                .lock()
+                .get(&id)
+                .map(|e| (e.number, e.actor.clone()));
+            let (number, actor) = match existing {
+                Some(found) => found,
+                None => {
+                    // Build the grain outside the lock: the factory is user code.
+                    let built = std::panic::catch_unwind(AssertUnwindSafe(|| (kind.factory)(&id)));
+                    let grain = match built {
+                        Ok(g) => g,
+                        Err(p) => {
+                            let msg = format!(
+                                "the factory of {} panicked: {}",
+                                id.kind(),
+                                panic_message(p.as_ref())
+                            );
+                            cluster.shared.metrics.activation_failed(id.kind_arc());
+                            return inv
+                                .fail(
+                                    CallError::from(GrainError::internal(msg)),
+                                    &cluster.shared.metrics,
+                                )
+                                .await;
+                        }
+                    };
+                    let spawned = {
+                        let mut live = self.live.lock();
+                        match live.get(&id) {
+                            // Someone else activated it meanwhile: use theirs.
+                            Some(e) => Ok((e.number, e.actor.clone())),
+                            None => {
+                                let number = self.next_number.fetch_add(1, Ordering::Relaxed);
+                                let args = Args {
+                                    grain,
+                                    ctx: GrainContext {
+                                        identity: id.clone(),
+                                        member: self.member.clone(),
+                                        cluster: cluster.clone(),
+                                        headers: HashMap::new(),
                                     },
-                                );
-                                (number, Ok(actor))
+                                    idle_timeout: kind.idle_timeout,
+                                    number,
+                                };
+                                match ractor::ActorRuntime::spawn_instant(None, Activation, args) {
+                                    Ok((actor, _)) => {
+                                        cluster.shared.metrics.activation_started(id.kind_arc());
+                                        live.insert(
+                                            id.clone(),
+                                            Entry {
+                                                number,
+                                                actor: actor.clone(),
+                                                parked: Vec::new(),
+                                            },
+                                        );
+                                        Ok((number, actor))
+                                    }
+                                    Err(e) => Err(format!("cannot activate {id}: {e}")),
+                                }
                             }
-                            Err(e) => (0, Err(format!("cannot activate {id}: {e}"))),
+                        }
+                    };
+                    match spawned {
+                        Ok(found) => found,
+                        Err(msg) => {
+                            return inv
+                                .fail(
+                                    CallError::from(GrainError::internal(msg)),
+                                    &cluster.shared.metrics,
+                                )
+                                .await;
                         }
                     }
-                }
-            };
-            let actor = match actor {
-                Ok(a) => a,
-                Err(msg) => {
-                    return inv
-                        .fail(
-                            CallError::from(GrainError::internal(msg)),
-                            &cluster.shared.metrics,
-                        )
-                        .await;
                 }
             };
             match actor.send_message(GrainMsg::Call(inv)) {
@@ -253,9 +281,17 @@ impl Registry {
                     return;
                 }
                 Err(MessagingErr::SendErr(GrainMsg::Call(back))) => {
-                    // The activation is stopping: forget it and activate afresh.
-                    self.remove_if(&id, number);
-                    inv = back;
+                    // The activation is stopping. While it is still in the catalog (its
+                    // queued calls and `deactivated` hook are running), park the call:
+                    // its successor starts only after it has fully stopped.
+                    let mut live = self.live.lock();
+                    match live.get_mut(&id) {
+                        Some(e) if e.number == number => {
+                            e.parked.push(back);
+                            return;
+                        }
+                        _ => inv = back,
+                    }
                 }
                 Err(_) => return, // unreachable: the message is handed back on SendErr
             }
@@ -271,21 +307,45 @@ impl Registry {
     /// Passivates every activation (each finishes the calls in its mailbox and runs its
     /// `deactivated` hook), waiting at most until `until`. Returns how many did not
     /// stop in time.
-    pub(crate) async fn passivate_all(&self, until: Instant) -> usize {
-        let entries: Vec<Entry> = self.live.lock().drain().map(|(_, e)| e).collect();
-        let mut late = 0;
-        for e in entries {
-            let left = until.saturating_duration_since(Instant::now());
-            if e.actor
-                .drain_and_wait(Some(left.max(Duration::from_millis(1))))
-                .await
-                .is_err()
-            {
-                e.actor.kill();
-                late += 1;
+    pub(crate) async fn passivate_all(&self, cluster: &Cluster, until: Instant) -> usize {
+        let entries: Vec<(ClusterIdentity, Entry)> = self.live.lock().drain().collect();
+        let metrics = &cluster.shared.metrics;
+        let drains = entries.into_iter().map(|(id, mut e)| async move {
+            for inv in e.parked.drain(..) {
+                let member = self.member.clone();
+                inv.fail(CallError::ShuttingDown { member }, metrics).await;
             }
+            let left = until.saturating_duration_since(Instant::now());
+            let drained = e
+                .actor
+                .drain_and_wait(Some(left.max(Duration::from_millis(1))))
+                .await;
+            if drained.is_err() {
+                // Killed actors skip post_stop: count them down here.
+                e.actor.kill();
+                metrics.activation_stopped(id.kind_arc(), false);
+                1
+            } else {
+                0
+            }
+        });
+        futures::future::join_all(drains).await.into_iter().sum()
+    }
+
+    /// Forgets activation `number` of `id` (it has fully stopped) and hands back the
+    /// calls parked while it was stopping.
+    fn finish(&self, id: &ClusterIdentity, number: u64) -> Vec<Invocation> {
+        let mut live = self.live.lock();
+        if live.get(id).is_some_and(|e| e.number == number) {
+            live.remove(id).map(|e| e.parked).unwrap_or_default()
+        } else {
+            Vec::new()
         }
-        late
+    }
+
+    /// True when this member hosts `kind`.
+    pub(crate) fn hosts(&self, kind: &str) -> bool {
+        self.kinds.contains_key(kind)
     }
 }
 
@@ -323,11 +383,11 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 
 impl State {
     /// Leaves the catalog and drains: queued calls still arrive here, later ones bounce.
+    /// Drains: queued calls still arrive here; later ones are parked in the catalog
+    /// entry, which stays until `post_stop` has run the `deactivated` hook.
     fn retire(&mut self, myself: &ActorRef<GrainMsg>) {
         if !self.stopping {
             self.stopping = true;
-            let registry = &self.ctx.cluster.shared.registry;
-            registry.remove_if(&self.ctx.identity, self.number);
             let _ = myself.drain();
         }
     }
@@ -456,7 +516,26 @@ impl Actor for Activation {
                         after: deadline.saturating_duration_since(state.last_call),
                     }),
                 };
-                metrics.received(&kind, &method, result.is_ok(), handling.elapsed());
+                let max = state.ctx.cluster.shared.config.max_payload_bytes;
+                let result = match result {
+                    Ok(answer) if answer.len() > max => Err(CallError::Codec(format!(
+                        "the answer of {} {method} is {} bytes, over the limit of {max}",
+                        state.ctx.identity,
+                        answer.len()
+                    ))),
+                    other => other,
+                };
+                // Method labels stay bounded: a method the grain does not know (any
+                // string a peer sends) is recorded as "unknown".
+                let unknown = matches!(
+                    &result,
+                    Err(CallError::Application {
+                        code: tonic::Code::Unimplemented,
+                        ..
+                    })
+                );
+                let label = if unknown { "unknown" } else { method.as_str() };
+                metrics.received(&kind, label, result.is_ok(), handling.elapsed());
                 state.ctx.headers = HashMap::new();
                 state.last_call = Instant::now();
                 reply.send(result, &metrics).await;
@@ -470,11 +549,6 @@ impl Actor for Activation {
         _myself: ActorRef<GrainMsg>,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
-        let shared = &state.ctx.cluster.shared;
-        shared.registry.remove_if(&state.ctx.identity, state.number);
-        shared
-            .metrics
-            .activation_stopped(state.ctx.identity.kind_arc(), state.broken);
         if state.activated && !state.broken {
             let hook = AssertUnwindSafe(state.grain.deactivated(&state.ctx)).catch_unwind();
             if let Err(p) = hook.await {
@@ -484,6 +558,20 @@ impl Actor for Activation {
                     panic_message(p.as_ref())
                 );
             }
+        }
+        let cluster = state.ctx.cluster.clone();
+        let id = state.ctx.identity.clone();
+        cluster
+            .shared
+            .metrics
+            .activation_stopped(id.kind_arc(), state.broken);
+        // Only now may a successor start: hand it the calls that waited.
+        for inv in cluster.shared.registry.finish(&id, state.number) {
+            cluster
+                .shared
+                .registry
+                .deliver(&cluster, id.clone(), inv)
+                .await;
         }
         Ok(())
     }

@@ -189,17 +189,22 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn link(&self, member: &Member) -> Arc<PeerLink> {
+    /// The link to `member`, or `None` when it is no longer in the topology (a link made
+    /// now would never be closed).
+    fn link(&self, member: &Member) -> Option<Arc<PeerLink>> {
+        if self.view.load().topology().member(&member.id) != Some(member) {
+            return None;
+        }
         let mut links = self.links.lock();
         if let Some(l) = links.get(&member.id) {
             if l.member() == member {
-                return l.clone();
+                return Some(l.clone());
             }
             l.close();
         }
         let link = Arc::new(PeerLink::spawn(self.link_config.clone(), member.clone()));
         links.insert(member.id.clone(), link.clone());
-        link
+        Some(link)
     }
 
     /// Adds (or updates) `members` without removing anyone.
@@ -479,7 +484,14 @@ impl Cluster {
             };
             return (result, source);
         }
-        let link = self.shared.link(&owner);
+        let Some(link) = self.shared.link(&owner) else {
+            let err = CallError::MemberUnavailable {
+                member: owner.id.clone(),
+                reason: "the member left the topology".into(),
+                maybe_ran: false,
+            };
+            return (Err(err), source);
+        };
         let request = pb::Request {
             correlation_id: 0,
             kind: id.kind().to_string(),
@@ -521,6 +533,14 @@ impl Dispatch for Inbound {
         let shared = &self.cluster.shared;
         let guard = shared.inflight.enter();
         let id = ClusterIdentity::new(request.kind, request.identity);
+        if !shared.registry.hosts(id.kind()) {
+            // Not a placement disagreement (retrying cannot help): say what is wrong.
+            let err = CallError::Application {
+                code: Code::Unimplemented,
+                message: format!("member {} hosts no grain kind {}", shared.me.id, id.kind()),
+            };
+            return sink.send(Err(err)).await;
+        }
         if !shared.registry.is_accepting() {
             let member = shared.me.id.clone();
             return sink.send(Err(CallError::ShuttingDown { member })).await;
@@ -672,6 +692,8 @@ impl Node {
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(10)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(20)))
                 .initial_stream_window_size(Some(4 << 20))
                 .initial_connection_window_size(Some(8 << 20))
                 .add_service(service)
@@ -756,7 +778,7 @@ impl Node {
                 "calls still in flight when the shutdown grace ran out"
             );
         }
-        let late = shared.registry.passivate_all(until).await;
+        let late = shared.registry.passivate_all(&self.cluster, until).await;
         if late > 0 {
             tracing::warn!(
                 late,

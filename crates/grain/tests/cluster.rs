@@ -338,3 +338,70 @@ async fn an_idle_grain_is_passivated_after_its_idle_timeout() {
     assert_eq!(member_of(&a).1, 1, "a passivated grain starts afresh");
     node.shutdown().await;
 }
+
+/// Counts its live instances across activations; deactivating takes a while.
+struct SlowToLeave {
+    live: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    max: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+#[async_trait::async_trait]
+impl grain::Grain for SlowToLeave {
+    async fn activated(&mut self, _ctx: &grain::GrainContext) -> Result<(), grain::GrainError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.live.fetch_add(1, SeqCst) + 1;
+        self.max.fetch_max(now, SeqCst);
+        Ok(())
+    }
+
+    async fn handle(
+        &mut self,
+        _ctx: &grain::GrainContext,
+        _m: &str,
+        _p: Bytes,
+    ) -> Result<Bytes, grain::GrainError> {
+        Ok(Bytes::from_static(b"ok"))
+    }
+
+    async fn deactivated(&mut self, _ctx: &grain::GrainContext) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.live.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_during_passivation_waits_for_the_old_activation_to_finish_leaving() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
+    let live = Arc::new(AtomicI64::new(0));
+    let max = Arc::new(AtomicI64::new(0));
+    let (l, m) = (live.clone(), max.clone());
+    let kind = grain::Kind::new("Slow", move |_: &ClusterIdentity| SlowToLeave {
+        live: l.clone(),
+        max: m.clone(),
+    })
+    .idle_timeout(Duration::from_millis(100));
+    let provider = grain::membership::InMemoryMembership::new(TTL);
+    let node = grain::Node::start(config("slow-test", "slow"), vec![kind], Arc::new(provider))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let c = node.cluster();
+    let target = ClusterIdentity::new("Slow", "x");
+    assert!(c.call(&target, "any", Bytes::new()).await.is_ok());
+    // Idle passivation starts at ~100 ms; its deactivated hook runs until ~400 ms.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    assert!(c.call(&target, "any", Bytes::new()).await.is_ok());
+    let waited = started.elapsed();
+    assert_eq!(
+        max.load(SeqCst),
+        1,
+        "two activations of one identity were alive at once"
+    );
+    assert!(
+        waited >= Duration::from_millis(100),
+        "the call did not wait for the old activation ({waited:?})"
+    );
+    node.shutdown().await;
+    assert_eq!(live.load(SeqCst), 0);
+}

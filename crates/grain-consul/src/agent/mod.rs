@@ -383,6 +383,9 @@ async fn check_status(
     Query(q): Q,
     Path((verb, id)): Path<(String, String)>,
 ) -> Response {
+    if let Err(r) = authorize(&s, &headers, &q) {
+        return r.into_response();
+    }
     let status = match verb.as_str() {
         "pass" => "passing",
         "warn" => "warning",
@@ -405,6 +408,9 @@ async fn check_update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
+    if let Err(r) = authorize(&s, &headers, &q) {
+        return r.into_response();
+    }
     let update: CheckUpdate = match serde_json::from_slice::<serde_json::Value>(&body)
         .map(|v| normalize_keys(v, CHECK_UPDATE_FIELDS))
         .and_then(serde_json::from_value)
@@ -494,7 +500,14 @@ fn wait_of(q: &HashMap<String, String>) -> Result<Duration, Refusal> {
     match q.get("wait") {
         None => Ok(Duration::from_secs(300)),
         Some(w) => crate::api::parse_go_duration(w)
-            .map(|d| d.min(max))
+            // Consul: a wait of zero means the default.
+            .map(|d| {
+                if d.is_zero() {
+                    Duration::from_secs(300)
+                } else {
+                    d.min(max)
+                }
+            })
             .ok_or_else(|| {
                 Refusal(
                     StatusCode::BAD_REQUEST,

@@ -277,9 +277,12 @@ impl AgentState {
                 }
                 let status_changed = c.check.status != status;
                 if status_changed || c.check.output != output {
+                    if status_changed {
+                        // Consul reaps by the time the check *became* critical.
+                        c.critical_since = (status == "critical").then_some(now);
+                    }
                     c.check.status = status.to_string();
                     c.check.output = output.clone();
-                    c.critical_since = (status == "critical").then_some(now);
                     changed_service = Some(rec.service.service.clone());
                 }
             }

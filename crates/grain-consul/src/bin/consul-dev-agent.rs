@@ -20,7 +20,7 @@ struct Args {
     allow_non_loopback: bool,
     /// Require this ACL token on every request (as Consul's X-Consul-Token).
     #[arg(long, env = "GRAIN_DEV_AGENT_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    token: Option<Token>,
     /// The datacenter name.
     #[arg(long, default_value = "dc1")]
     datacenter: String,
@@ -42,7 +42,7 @@ async fn main() -> ExitCode {
     let config = DevAgentConfig {
         bind: args.bind,
         allow_non_loopback: args.allow_non_loopback,
-        token: args.token.map(Token::new),
+        token: args.token.filter(|t| !t.expose().is_empty()),
         datacenter: args.datacenter,
         min_deregister_critical_after: Duration::from_secs(args.min_reap_seconds),
         ..DevAgentConfig::default()

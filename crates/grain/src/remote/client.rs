@@ -155,6 +155,12 @@ impl LinkTask {
         }
     }
 
+    /// Closes the queue (senders now fail at once) and fails what it held.
+    fn close_and_fail_queued(&mut self, reason: &str) {
+        self.rx.close();
+        self.fail_queued(reason);
+    }
+
     /// Fails every queued (never written) request.
     fn fail_queued(&mut self, reason: &str) {
         while let Ok(o) = self.rx.try_recv() {
@@ -175,7 +181,7 @@ impl LinkTask {
                 },
             };
             let Some(first) = first else {
-                self.fail_queued("the member left the cluster");
+                self.close_and_fail_queued("the member left the cluster");
                 return;
             };
             match self.connect().await {
@@ -215,7 +221,7 @@ impl LinkTask {
                         _ = tokio::time::sleep(pause) => false,
                     };
                     if closed {
-                        self.fail_queued("the member left the cluster");
+                        self.close_and_fail_queued("the member left the cluster");
                         return;
                     }
                 }
@@ -360,6 +366,8 @@ impl LinkTask {
             Some(pb::RequestBatch { requests: batch })
         };
 
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ended = loop {
             if staged.is_none()
                 && let Some(o) = carry.take()
@@ -399,6 +407,12 @@ impl LinkTask {
                     }
                     Err(_) => break Ended::Broken("the request stream closed".into()),
                 },
+                _ = sweep.tick() => {
+                    // Forget calls whose callers gave up and whose answers never came.
+                    let before = pending.len();
+                    pending.retain(|_, p| !p.reply.is_closed());
+                    self.config.metrics.inflight(-((before - pending.len()) as i64));
+                }
                 o = self.rx.recv(), if staged.is_none() && carry.is_none() => match o {
                     Some(o) => carry = Some(o),
                     None => break Ended::Closed,
@@ -426,7 +440,7 @@ impl LinkTask {
             let _ = o.reply.send(Err(self.unavailable(&reason, false)));
         }
         if left {
-            self.fail_queued(&reason);
+            self.close_and_fail_queued(&reason);
         }
         ended
     }

@@ -21,17 +21,22 @@ use crate::metrics::Metrics;
 /// one of the stream's in-flight slots.
 pub(crate) struct ResponseSink {
     correlation_id: u64,
-    tx: mpsc::Sender<pb::Response>,
-    _permit: OwnedSemaphorePermit,
+    tx: mpsc::Sender<Answer>,
+    permit: OwnedSemaphorePermit,
     metrics: Arc<Metrics>,
 }
 
+/// An answer on its way out, still holding its in-flight slot: the response queue has
+/// room for every slot, so queueing an answer never waits (a grain's turn never blocks
+/// on a slow caller), and a slot is freed only when its answer is taken for writing.
+type Answer = (pb::Response, OwnedSemaphorePermit);
+
 impl ResponseSink {
-    /// Queues the answer (waits while the response queue is full).
+    /// Queues the answer; never waits (see [`Answer`]).
     pub(crate) async fn send(self, result: Result<Bytes, CallError>) {
         let sent = self
             .tx
-            .send(super::response(self.correlation_id, result))
+            .send((super::response(self.correlation_id, result), self.permit))
             .await;
         if sent.is_err() {
             self.metrics.deadletter("stream_closed");
@@ -112,7 +117,7 @@ impl pb::remote_server::Remote for RemoteService {
 
         let mut inbound = request.into_inner();
         let limits = self.limits;
-        let (tx, rx) = mpsc::channel::<pb::Response>(limits.max_inflight_per_stream.max(1));
+        let (tx, rx) = mpsc::channel::<Answer>(limits.max_inflight_per_stream.max(1));
         let permits = Arc::new(Semaphore::new(limits.max_inflight_per_stream.max(1)));
         let dispatch = self.dispatch.clone();
         let metrics = self.metrics.clone();
@@ -128,7 +133,7 @@ impl pb::remote_server::Remote for RemoteService {
                             let sink = ResponseSink {
                                 correlation_id: req.correlation_id,
                                 tx: tx.clone(),
-                                _permit: permit,
+                                permit,
                                 metrics: metrics.clone(),
                             };
                             dispatch.dispatch(&peer, req, sink).await;
@@ -166,7 +171,7 @@ impl pb::remote_server::Remote for RemoteService {
 
 /// Drains whatever answers are queued into one batch per write.
 fn batches(
-    rx: mpsc::Receiver<pb::Response>,
+    rx: mpsc::Receiver<Answer>,
     limits: ServerLimits,
 ) -> impl Stream<Item = Result<pb::ResponseBatch, Status>> + Send {
     futures::stream::unfold(
@@ -174,14 +179,14 @@ fn batches(
         move |(mut rx, carry)| async move {
             let first = match carry {
                 Some(r) => r,
-                None => rx.recv().await?,
+                None => rx.recv().await?.0,
             };
             let mut bytes = first.encoded_len();
             let mut responses = vec![first];
             let mut carry = None;
             while responses.len() < limits.max_batch {
                 match rx.try_recv() {
-                    Ok(r) => {
+                    Ok((r, _permit)) => {
                         let len = r.encoded_len();
                         if bytes + len > limits.max_batch_bytes {
                             carry = Some(r);
