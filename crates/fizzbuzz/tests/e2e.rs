@@ -313,3 +313,72 @@ async fn a_bad_option_is_a_usage_error_that_names_it() {
         );
     }
 }
+
+/// Processes whose parent is `pid`, from /proc.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        // The command name may hold spaces; fields after the closing parenthesis are fixed.
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Running (not exited, not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodes_of_fizzbuzz_up_stop_when_the_launcher_is_killed() {
+    let mut up = command(FIZZBUZZ)
+        .args(["up", "--count", "100000", "--rate", "200"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pid = up.id().unwrap_or_else(|| panic!("no pid"));
+    let mut nodes = Vec::new();
+    for _ in 0..100 {
+        nodes = children_of(pid);
+        if nodes.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        nodes.len(),
+        3,
+        "fizz, buzz and client should be running: {nodes:?}"
+    );
+    up.kill().await.unwrap_or_else(|e| panic!("{e}")); // SIGKILL: no cleanup in the launcher
+    let killed = Instant::now();
+    while nodes.iter().any(|p| alive(*p)) && killed.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left: Vec<_> = nodes.iter().filter(|p| alive(**p)).collect();
+    assert!(
+        left.is_empty(),
+        "still running {:?} after the launcher was killed: {left:?}",
+        killed.elapsed()
+    );
+}

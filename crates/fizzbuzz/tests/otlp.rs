@@ -368,3 +368,47 @@ async fn a_run_through_rotel_arrives_intact() {
         "rotel forwarded something undecodable"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_headers_win_over_the_environment() {
+    let receiver = Receiver::start().await;
+    let mut fizz = Command::new(env!("CARGO_BIN_EXE_fizz"))
+        .args([
+            "--consul-addr",
+            "127.0.0.1:1",
+            "--metrics-interval",
+            "200ms",
+        ])
+        .arg("--otlp-endpoint")
+        .arg(format!("{}/v1/metrics", receiver.base()))
+        .args(["--otlp-header", "x-team=from-flag"])
+        .env(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "x-team=from-env,x-other=env-only",
+        )
+        .env("FIZZBUZZ_LOG", "error")
+        .env_remove("NEW_RELIC_LICENSE_KEY")
+        .kill_on_drop(true)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let started = std::time::Instant::now();
+    while receiver.captured().is_empty() && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = fizz.kill().await;
+    let captured = receiver.captured();
+    assert!(!captured.is_empty(), "no export arrived");
+    for c in &captured {
+        assert_eq!(
+            c.headers.get("x-team").map(String::as_str),
+            Some("from-flag")
+        );
+        assert_eq!(
+            c.headers.get("x-other").map(String::as_str),
+            Some("env-only")
+        );
+    }
+}

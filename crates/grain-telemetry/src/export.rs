@@ -46,8 +46,27 @@ pub(crate) fn build(
         TemporalityPreference::Delta => Temporality::Delta,
         TemporalityPreference::LowMemory => Temporality::LowMemory,
     };
+    // Our own client, which sets the resolved headers last: the library also adds the
+    // OTEL_EXPORTER_OTLP_*HEADERS variables itself, and flags must win over them.
+    let client = reqwest::blocking::Client::builder()
+        .timeout(config.timeout)
+        .build()
+        .map_err(|e| TelemetryError::Exporter(format!("cannot build the HTTP client: {e}")))?;
+    let fixed = headers
+        .iter()
+        .filter_map(|(k, v)| {
+            Some((
+                http::HeaderName::from_bytes(k.as_bytes()).ok()?,
+                http::HeaderValue::from_str(v).ok()?,
+            ))
+        })
+        .collect();
     let mut builder = MetricExporter::builder()
         .with_http()
+        .with_http_client(HeaderClient {
+            inner: client,
+            headers: fixed,
+        })
         .with_protocol(Protocol::HttpBinary)
         .with_endpoint(endpoint)
         .with_timeout(config.timeout)
@@ -71,6 +90,34 @@ pub(crate) fn build(
         new_relic: config.new_relic,
         log: Mutex::new(LogState::default()),
     })
+}
+
+/// The blocking HTTP client, setting the resolved headers on every request.
+struct HeaderClient {
+    inner: reqwest::blocking::Client,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl std::fmt::Debug for HeaderClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("HeaderClient")
+            .field("headers", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for HeaderClient {
+    async fn send_bytes(
+        &self,
+        mut request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        for (k, v) in &self.headers {
+            request.headers_mut().insert(k.clone(), v.clone());
+        }
+        self.inner.send_bytes(request).await
+    }
 }
 
 #[derive(Default)]

@@ -26,6 +26,7 @@ pub struct Captured {
     pub content_type: String,
     pub content_encoding: String,
     pub api_key: Option<String>,
+    pub headers: HashMap<String, String>,
     pub wire_bytes: usize,
     pub decoded_bytes: usize,
     pub request: Option<ExportMetricsServiceRequest>,
@@ -122,6 +123,10 @@ fn handle(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: Bytes) -
             .get("api-key")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
         wire_bytes: body.len(),
         decoded_bytes,
         request,
