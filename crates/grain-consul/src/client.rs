@@ -32,6 +32,10 @@ pub enum ConsulError {
         /// Consul's message.
         body: String,
     },
+    /// The request could not be built (e.g. a token with characters HTTP headers cannot
+    /// carry); retrying will not help.
+    #[error("invalid request to Consul: {0}")]
+    InvalidRequest(String),
     /// The answer could not be decoded.
     #[error("cannot decode Consul's answer to {what}: {reason}")]
     Decode {
@@ -110,7 +114,12 @@ impl ConsulClient {
         }
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| unreachable(format!("invalid request: {e}")))?;
+            // The error names the part that failed, never the token's value.
+            .map_err(|e| {
+                ConsulError::InvalidRequest(format!(
+                    "{what}: {e} (check CONSUL_HTTP_TOKEN and the address)"
+                ))
+            })?;
         let response = tokio::time::timeout(timeout, self.http.request(req))
             .await
             .map_err(|_| unreachable(format!("no answer within {timeout:?}")))?

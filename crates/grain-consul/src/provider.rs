@@ -155,6 +155,7 @@ fn membership_error(e: ConsulError) -> MembershipError {
         }
         ConsulError::Status { .. } => MembershipError::Rejected(e.to_string()),
         ConsulError::Decode { .. } => MembershipError::Unavailable(e.to_string()),
+        ConsulError::InvalidRequest(_) => MembershipError::Rejected(e.to_string()),
     }
 }
 

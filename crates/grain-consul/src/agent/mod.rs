@@ -139,7 +139,11 @@ impl DevAgent {
                     _ = &mut stopped => break,
                     _ = sweep.tick() => state.sweep(),
                     accepted = listener.accept() => {
-                        let Ok((stream, _)) = accepted else { continue };
+                        let Ok((stream, _)) = accepted else {
+                            // Out of file descriptors, say: don't spin, try again shortly.
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        };
                         let _ = stream.set_nodelay(true);
                         let service = TowerToHyperService::new(app.clone());
                         connections.spawn(async move {
