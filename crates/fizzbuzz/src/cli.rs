@@ -233,7 +233,7 @@ pub fn fizzbuzz_main() -> ExitCode {
     };
     match cli.command {
         Command::Up(args) => run(async move {
-            init_logging(&format!("{},grain=warn", "info"))?;
+            init_logging("info,grain=warn")?;
             up(&args, shutdown_signal()).await
         }),
         Command::Agent(args) => run(async move {

@@ -335,20 +335,17 @@ pub async fn run_numbers(
     } else {
         Box::new(1..=count)
     };
-    let mut ticker = args.rate.map(|r| {
+    let ticker = args.rate.map(|r| {
         let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / r));
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
-    let paced = futures::stream::unfold(
-        (numbers, ticker.take()),
-        |(mut it, mut ticker)| async move {
-            if let Some(t) = ticker.as_mut() {
-                t.tick().await;
-            }
-            it.next().map(|n| (n, (it, ticker)))
-        },
-    );
+    let paced = futures::stream::unfold((numbers, ticker), |(mut it, mut ticker)| async move {
+        if let Some(t) = ticker.as_mut() {
+            t.tick().await;
+        }
+        it.next().map(|n| (n, (it, ticker)))
+    });
     let identity: Arc<str> = Arc::from(args.identity.as_str());
     let spread = args.identities;
     let results = paced

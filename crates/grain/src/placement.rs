@@ -71,17 +71,17 @@ impl PlacementTable {
 
     /// The owner of `id`, and whether it came from the cache (`true`) or was computed.
     pub fn owner_cached(&self, id: &ClusterIdentity) -> (Option<&Member>, bool) {
+        let members = self.topology.members();
         if let Some(hit) = self.cache.lock().get(id).copied() {
-            return (hit.map(|i| &self.topology.members()[i]), true);
+            return (hit.map(|i| &members[i]), true);
         }
-        let owner = self.owner(id.kind(), id.identity());
-        let index = owner.and_then(|m| self.topology.members().iter().position(|x| x.id == m.id));
+        let index = self.owner_index(id.kind(), id.identity());
         let mut cache = self.cache.lock();
         if cache.len() >= CACHE_LIMIT {
             cache.clear();
         }
         cache.insert(id.clone(), index);
-        (owner, false)
+        (index.map(|i| &members[i]), false)
     }
 
     /// The topology this table was built from.
@@ -91,15 +91,24 @@ impl PlacementTable {
 
     /// The owner of `identity` of `kind`; equal to [`owner`] over the same members.
     pub fn owner(&self, kind: &str, identity: &str) -> Option<&Member> {
+        self.owner_index(kind, identity)
+            .map(|i| &self.topology.members()[i])
+    }
+
+    /// The owner's index in `topology().members()`.
+    fn owner_index(&self, kind: &str, identity: &str) -> Option<usize> {
         let members = self.topology.members();
         self.by_kind
             .get(kind)?
             .iter()
-            .map(|&(seed, i)| (score(seed, identity), &members[i]))
+            .map(|&(seed, i)| (score(seed, identity), i))
             // Members are sorted by id, so on equal scores the first (smallest id) wins,
             // matching `owner`.
-            .max_by(|(sa, ma), (sb, mb)| sa.cmp(sb).then_with(|| mb.id.cmp(&ma.id)))
-            .map(|(_, m)| m)
+            .max_by(|(sa, ia), (sb, ib)| {
+                sa.cmp(sb)
+                    .then_with(|| members[*ib].id.cmp(&members[*ia].id))
+            })
+            .map(|(_, i)| i)
     }
 }
 
