@@ -1,8 +1,11 @@
 //! End to end: the built binaries, as separate processes, on loopback.
 
+mod common;
+
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::{assert_reference, assert_success, reference};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -11,22 +14,6 @@ const FIZZBUZZ: &str = env!("CARGO_BIN_EXE_fizzbuzz");
 const FIZZ: &str = env!("CARGO_BIN_EXE_fizz");
 const BUZZ: &str = env!("CARGO_BIN_EXE_buzz");
 const CLIENT: &str = env!("CARGO_BIN_EXE_client");
-
-fn reference(n: u64) -> String {
-    fizzbuzz::reference_line(n as i64)
-}
-
-/// Asserts `stdout` is exactly the reference FizzBuzz for 1..=count, line by line.
-fn assert_reference(stdout: &[u8], count: u64) {
-    let text = String::from_utf8_lossy(stdout);
-    let mut lines = 0;
-    for (i, line) in text.lines().enumerate() {
-        let n = i as u64 + 1;
-        assert_eq!(line, reference(n), "line {n} is wrong");
-        lines += 1;
-    }
-    assert_eq!(lines, count, "want {count} lines");
-}
 
 fn command(program: &str) -> Command {
     let mut c = Command::new(program);
@@ -92,6 +79,13 @@ async fn terminate(mut child: Child, what: &str) {
     );
 }
 
+/// Stops each process with SIGTERM and checks it exits 0.
+async fn stop_all(children: Vec<(Child, &str)>) {
+    for (child, what) in children {
+        terminate(child, what).await;
+    }
+}
+
 async fn output(mut c: Command, limit: Duration) -> std::process::Output {
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = c.spawn().unwrap_or_else(|e| panic!("cannot start: {e}"));
@@ -106,12 +100,7 @@ async fn fizzbuzz_up_count_1000_prints_the_reference_sequence_and_exits_0() {
     let mut c = command(FIZZBUZZ);
     c.args(["up", "--count", "1000"]);
     let out = output(c, Duration::from_secs(120)).await;
-    assert!(
-        out.status.success(),
-        "exit {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_reference(&out.stdout, 1000);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("1000 of 1000 numbers answered"), "{stderr}");
@@ -126,12 +115,7 @@ async fn fizzbuzz_up_count_100000_is_verified_line_by_line() {
     let mut c = command(FIZZBUZZ);
     c.args(["up", "--count", "100000", "--concurrency", "64"]);
     let out = output(c, Duration::from_secs(300)).await;
-    assert!(
-        out.status.success(),
-        "exit {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_reference(&out.stdout, 100_000);
 }
 
@@ -140,11 +124,7 @@ async fn json_output_is_one_object_per_line() {
     let mut c = command(FIZZBUZZ);
     c.args(["up", "--count", "15", "--format", "json"]);
     let out = output(c, Duration::from_secs(60)).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 15);
@@ -163,16 +143,9 @@ async fn three_node_processes_and_the_dev_agent_print_the_reference_sequence() {
         Duration::from_secs(120),
     )
     .await;
-    assert!(
-        out.status.success(),
-        "exit {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_reference(&out.stdout, 1000);
-    terminate(fizz, "fizz").await;
-    terminate(buzz, "buzz").await;
-    terminate(agent, "the agent").await;
+    stop_all(vec![(fizz, "fizz"), (buzz, "buzz"), (agent, "the agent")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,16 +161,9 @@ async fn a_client_started_before_fizz_and_buzz_waits_then_succeeds() {
         .await
         .unwrap_or_else(|_| panic!("the early client did not finish"))
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out.status.success(),
-        "exit {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_reference(&out.stdout, 100);
-    terminate(fizz, "fizz").await;
-    terminate(buzz, "buzz").await;
-    terminate(agent, "the agent").await;
+    stop_all(vec![(fizz, "fizz"), (buzz, "buzz"), (agent, "the agent")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,8 +198,7 @@ async fn a_client_with_no_buzz_anywhere_fails_after_its_wait_timeout_naming_the_
         took >= Duration::from_secs(2) && took < Duration::from_secs(10),
         "took {took:?}"
     );
-    terminate(fizz, "fizz").await;
-    terminate(agent, "the agent").await;
+    stop_all(vec![(fizz, "fizz"), (agent, "the agent")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,16 +230,9 @@ async fn killing_the_client_leaves_the_other_nodes_serving_a_new_client() {
         Duration::from_secs(60),
     )
     .await;
-    assert!(
-        out.status.success(),
-        "exit {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_reference(&out.stdout, 200);
-    terminate(fizz, "fizz").await;
-    terminate(buzz, "buzz").await;
-    terminate(agent, "the agent").await;
+    stop_all(vec![(fizz, "fizz"), (buzz, "buzz"), (agent, "the agent")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,11 +2,13 @@
 //! decodes them with the official generated types, through a real third-party collector
 //! (rotel), and with the endpoint failing in every way New Relic can.
 
+mod common;
 mod receiver;
 
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::{assert_reference, assert_success};
 use receiver::{Point, Receiver, points};
 use tokio::process::Command;
 
@@ -51,18 +53,6 @@ async fn up_with(count: u32, args: &[&str], env: &[(&str, &str)]) -> std::proces
         .await
         .unwrap_or_else(|_| panic!("fizzbuzz up did not finish within 120 s"))
         .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn assert_reference(stdout: &[u8], count: u32) {
-    let want: Vec<String> = (1..=i64::from(count))
-        .map(fizzbuzz::reference_line)
-        .collect();
-    let text = String::from_utf8_lossy(stdout);
-    let got: Vec<&str> = text.lines().collect();
-    assert_eq!(got.len(), want.len(), "line count");
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(g, w, "line {}", i + 1);
-    }
 }
 
 /// Calls counted by the request-duration histogram on the client, for `method`.
@@ -329,12 +319,7 @@ async fn a_run_through_rotel_arrives_intact() {
         ],
     )
     .await;
-    assert!(
-        out.status.success(),
-        "exit {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_reference(&out.stdout, 1000);
 
     // rotel batches; give it a moment to forward the last exports.

@@ -67,10 +67,10 @@ impl Recorder {
         self.0.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
-    /// Sum of the values recorded on `name` whose attributes include `with`.
-    fn sum(&self, name: &str, with: &[(&str, &str)]) -> f64 {
+    /// The values recorded on `name` whose attributes include `with`.
+    fn values(&self, name: &str, with: &[(&str, &str)]) -> Vec<f64> {
         self.all()
-            .iter()
+            .into_iter()
             .filter(|(n, _, a)| {
                 n == name
                     && with
@@ -78,20 +78,17 @@ impl Recorder {
                         .all(|(k, v)| a.get(*k).map(String::as_str) == Some(*v))
             })
             .map(|(_, v, _)| v)
-            .sum()
+            .collect()
+    }
+
+    /// Sum of the values recorded on `name` whose attributes include `with`.
+    fn sum(&self, name: &str, with: &[(&str, &str)]) -> f64 {
+        self.values(name, with).iter().sum()
     }
 
     /// How many measurements `name` got whose attributes include `with`.
     fn count(&self, name: &str, with: &[(&str, &str)]) -> usize {
-        self.all()
-            .iter()
-            .filter(|(n, _, a)| {
-                n == name
-                    && with
-                        .iter()
-                        .all(|(k, v)| a.get(*k).map(String::as_str) == Some(*v))
-            })
-            .count()
+        self.values(name, with).len()
     }
 }
 

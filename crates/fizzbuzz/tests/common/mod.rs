@@ -1,0 +1,29 @@
+//! What the end-to-end tests share: the reference output and how to check a run.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+/// The canonical line for `n`.
+pub fn reference(n: u64) -> String {
+    fizzbuzz::reference_line(n as i64)
+}
+
+/// Asserts `stdout` is exactly the reference FizzBuzz for 1..=count, line by line.
+pub fn assert_reference(stdout: &[u8], count: u64) {
+    let text = String::from_utf8_lossy(stdout);
+    let mut lines = 0;
+    for (i, line) in text.lines().enumerate() {
+        let n = i as u64 + 1;
+        assert_eq!(line, reference(n), "line {n} is wrong");
+        lines += 1;
+    }
+    assert_eq!(lines, count, "want {count} lines");
+}
+
+/// Asserts the process exited 0, showing its stderr otherwise.
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "exit {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
