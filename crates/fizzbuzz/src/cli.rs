@@ -80,18 +80,31 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn run(work: impl std::future::Future<Output = Result<u8, AppError>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+fn run(
+    workers: Option<usize>,
+    work: impl std::future::Future<Output = Result<u8, AppError>> + Send + 'static,
+) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
             return ExitCode::from(exit::FAILURE);
         }
     };
-    match runtime.block_on(work) {
+    // The work runs on a worker thread, next to the I/O it waits for: from the main
+    // thread (`block_on`), every answer would cost a cross-thread wake-up.
+    let result = runtime.block_on(async {
+        tokio::spawn(work).await.unwrap_or_else(|e| {
+            Err(AppError::Failed(format!(
+                "the node's main task failed: {e}"
+            )))
+        })
+    });
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");
@@ -105,7 +118,7 @@ fn run(work: impl std::future::Future<Output = Result<u8, AppError>>) -> ExitCod
 fn run_node<F, Fut>(role: Role, common: &CommonArgs, work: F) -> ExitCode
 where
     F: FnOnce(NodeSetup) -> Fut,
-    Fut: std::future::Future<Output = Result<u8, AppError>>,
+    Fut: std::future::Future<Output = Result<u8, AppError>> + Send + 'static,
 {
     let fail = |e: AppError| {
         eprintln!("error: {e}");
@@ -120,7 +133,7 @@ where
         Err(e) => return fail(e),
     };
     setup.meter = telemetry.meter("grain");
-    let code = run(work(setup));
+    let code = run(common.workers, work(setup));
     telemetry.shutdown();
     code
 }
@@ -232,11 +245,11 @@ pub fn fizzbuzz_main() -> ExitCode {
         Err(code) => return code,
     };
     match cli.command {
-        Command::Up(args) => run(async move {
+        Command::Up(args) => run(None, async move {
             init_logging("info,grain=warn")?;
             up(&args, shutdown_signal()).await
         }),
-        Command::Agent(args) => run(async move {
+        Command::Agent(args) => run(None, async move {
             init_logging("info")?;
             agent(&args, shutdown_signal()).await?;
             Ok(exit::OK)

@@ -348,7 +348,9 @@ pub async fn run_numbers(
     });
     let identity: Arc<str> = Arc::from(args.identity.as_str());
     let spread = args.identities;
-    let results = paced
+    // Boxed as a `Send` stream: naming the type here lets the compiler prove the
+    // caller's future `Send` (it cannot see through these closures on its own).
+    let results: futures::stream::BoxStream<'_, Outcome> = paced
         .map(|n| {
             let id = match spread {
                 Some(k) => Arc::from(format!("grain{}", (n - 1) % i64::from(k) + 1)),
@@ -356,8 +358,9 @@ pub async fn run_numbers(
             };
             one_number(cluster.clone(), id, n, options.clone())
         })
-        .buffered(args.concurrency);
-    tokio::pin!(results);
+        .buffered(args.concurrency)
+        .boxed();
+    let mut results = results;
     tokio::pin!(stop);
 
     let mut summary = Summary::default();

@@ -17,6 +17,8 @@ pub const ENV_BIND: &str = "FIZZBUZZ_BIND";
 pub const ENV_ADVERTISE: &str = "FIZZBUZZ_ADVERTISE";
 /// `FIZZBUZZ_LOG`: the log filter.
 pub const ENV_LOG: &str = "FIZZBUZZ_LOG";
+/// `FIZZBUZZ_WORKERS`: the async runtime's worker threads.
+pub const ENV_WORKERS: &str = "FIZZBUZZ_WORKERS";
 
 /// The role of a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +92,10 @@ pub struct CommonArgs {
     /// Log filter: error, warn, info, debug, trace, or directives like `grain=debug`.
     #[arg(long, env = ENV_LOG, default_value = "info")]
     pub log_level: String,
+    /// Async runtime worker threads (default: one per CPU core). Nodes that share a
+    /// small machine often answer faster with 1.
+    #[arg(long, env = ENV_WORKERS, value_parser = parse_workers)]
+    pub workers: Option<usize>,
     /// Metrics export (OTLP/HTTP).
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
@@ -192,5 +198,13 @@ impl CommonArgs {
         ConsulMembership::new(&self.cluster, config).map_err(|e| {
             AppError::Usage(format!("invalid option (--consul-addr/--datacenter): {e}"))
         })
+    }
+}
+
+/// Parses a worker-thread count: 1 to 1024.
+pub fn parse_workers(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err(format!("must be a whole number from 1 to 1024, got {s:?}")),
     }
 }

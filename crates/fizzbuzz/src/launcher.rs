@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 
 use crate::AppError;
 use crate::client::ClientArgs;
-use crate::config::{ENV_CLUSTER, ENV_LOG, Role};
+use crate::config::{ENV_CLUSTER, ENV_LOG, ENV_WORKERS, Role, parse_workers};
 
 /// Options of `fizzbuzz up`.
 #[derive(clap::Args, Clone, Debug)]
@@ -26,6 +26,9 @@ pub struct UpArgs {
     /// Log filter of the three nodes (their logs go to stderr).
     #[arg(long, env = ENV_LOG, default_value = "warn")]
     pub log_level: String,
+    /// Async runtime worker threads of each node (default: one per CPU core).
+    #[arg(long, env = ENV_WORKERS, value_parser = parse_workers)]
+    pub workers: Option<usize>,
     /// What the client does.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -170,6 +173,9 @@ pub async fn up(args: &UpArgs, stop: impl Future<Output = ()>) -> Result<u8, App
             .env(ENV_LOG, &args.log_level)
             .stdout(stdout)
             .stderr(Stdio::inherit());
+        if let Some(n) = args.workers {
+            c.env(ENV_WORKERS, n.to_string());
+        }
         c.spawn()
             .map_err(|e| AppError::Failed(format!("cannot start the {} node: {e}", role.name())))
     };

@@ -122,7 +122,8 @@ async fn fizzbuzz_up_count_100000_is_verified_line_by_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_output_is_one_object_per_line() {
     let mut c = command(FIZZBUZZ);
-    c.args(["up", "--count", "15", "--format", "json"]);
+    // One runtime worker per node (passed on to the children by `up`).
+    c.args(["up", "--count", "15", "--format", "json", "--workers", "1"]);
     let out = output(c, Duration::from_secs(60)).await;
     assert_success(&out);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -246,6 +247,8 @@ async fn a_bad_option_is_a_usage_error_that_names_it() {
         (FIZZ, &["--bind", "0.0.0.0:0"], "advertise"),
         (BUZZ, &["--consul-addr", "https://consul:8501"], "https"),
         (FIZZBUZZ, &["up", "--concurrency", "0"], "--concurrency"),
+        (FIZZ, &["--workers", "0"], "--workers"),
+        (FIZZBUZZ, &["up", "--workers", "many"], "--workers"),
         (FIZZBUZZ, &["agent", "--bind", "10.1.2.3:8500"], "--bind"),
     ];
     for (program, args, named) in table {
