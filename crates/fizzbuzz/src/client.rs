@@ -172,6 +172,8 @@ pub struct Summary {
     pub first_failure: Option<String>,
     /// Stopped by a signal.
     pub interrupted: bool,
+    /// Stopped because stdout's reader went away (`| head`): not a failure.
+    pub output_closed: bool,
 }
 
 impl Summary {
@@ -187,6 +189,8 @@ impl Summary {
             self.failed,
             if self.interrupted {
                 ", interrupted"
+            } else if self.output_closed {
+                ", stopped: stdout was closed"
             } else {
                 ""
             }
@@ -417,7 +421,10 @@ pub async fn run_numbers(
                 });
                 if let Err(e) = written {
                     if e.kind() == std::io::ErrorKind::BrokenPipe {
-                        break; // the reader went away (`| head`): stop quietly
+                        // The reader went away (`| head`): stop quietly, like other
+                        // Unix filters, and say so in the summary.
+                        summary.output_closed = true;
+                        break;
                     }
                     return Err(AppError::Failed(format!("cannot write to stdout: {e}")));
                 }

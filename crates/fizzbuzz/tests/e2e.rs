@@ -120,6 +120,43 @@ async fn fizzbuzz_up_count_100000_is_verified_line_by_line() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_goes_away_stops_the_run_quietly() {
+    // `fizzbuzz up --count 1000000 | head -3`: the client stops writing, says why, and
+    // everything exits 0 long before a million numbers.
+    let mut c = command(FIZZBUZZ);
+    c.args(["up", "--count", "1000000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap_or_else(|e| panic!("cannot start: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+    let mut lines = BufReader::new(stdout).lines();
+    let mut head = Vec::new();
+    while head.len() < 3 {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no output within 60 s"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("output ended after {head:?}"));
+        head.push(line);
+    }
+    assert_eq!(head, ["1", "2", "Fizz"]);
+    drop(lines);
+    let mut log = String::new();
+    let read = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut log);
+    let (read, status) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(read, child.wait())
+    })
+    .await
+    .unwrap_or_else(|_| panic!("still running 60 s after its reader went away"));
+    read.unwrap_or_else(|e| panic!("{e}"));
+    let status = status.unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "exit {status}: {log}");
+    assert!(log.contains("stopped: stdout was closed"), "{log}");
+    assert!(!log.contains("1000000 of 1000000"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_output_is_one_object_per_line() {
     let mut c = command(FIZZBUZZ);
     // One runtime worker per node (passed on to the children by `up`).
