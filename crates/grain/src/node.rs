@@ -160,8 +160,13 @@ impl NodeConfig {
                 return Err(format!("{name} must be greater than zero"));
             }
         }
-        if self.max_message_bytes < self.max_payload_bytes + 1024 {
-            return Err("max_message_bytes must exceed max_payload_bytes by at least 1 KiB".into());
+        let room = crate::remote::MAX_ENVELOPE_META_BYTES + 1024;
+        if self.max_message_bytes < self.max_payload_bytes.saturating_add(room) {
+            return Err(format!(
+                "max_message_bytes must exceed max_payload_bytes by at least {} KiB \
+                 (room for the kind, identity, method and headers of a call)",
+                room >> 10
+            ));
         }
         for (name, d) in [
             ("connect_timeout", self.connect_timeout),
@@ -378,6 +383,21 @@ impl Cluster {
                 "request of {} bytes to {id} {method} exceeds the limit of {} bytes",
                 payload.len(),
                 self.shared.config.max_payload_bytes
+            )));
+        }
+        let addressing = id.kind().len()
+            + id.identity().len()
+            + method.len()
+            + options
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        if addressing > crate::remote::MAX_ENVELOPE_META_BYTES {
+            return Err(CallError::Codec(format!(
+                "the kind, identity, method and headers of a call take {addressing} bytes, \
+                 over the limit of {} bytes",
+                crate::remote::MAX_ENVELOPE_META_BYTES
             )));
         }
         let metrics = &self.shared.metrics;

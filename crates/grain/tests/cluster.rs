@@ -208,6 +208,76 @@ async fn an_application_error_reaches_the_caller_with_its_code() {
     }
 }
 
+/// Two identities owned by the same member, which is not `caller`.
+fn two_on_another_member(caller: &grain::Cluster) -> (ClusterIdentity, ClusterIdentity) {
+    let me = caller.member().id.clone();
+    let mut by_owner: std::collections::HashMap<String, ClusterIdentity> = Default::default();
+    for i in 0..1000 {
+        let target = id(&format!("oversize-{i}"));
+        let owner = caller
+            .owner_of(&target)
+            .unwrap_or_else(|| panic!("no owner for {target}"));
+        if owner.id == me {
+            continue;
+        }
+        if let Some(first) = by_owner.remove(owner.id.as_str()) {
+            return (first, target);
+        }
+        by_owner.insert(owner.id.to_string(), target);
+    }
+    panic!("no two identities share an owner other than {me}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_call_or_failure_fails_alone_and_the_shared_link_keeps_working() {
+    let (nodes, _p) = start_cluster("oversize-test", 3, TTL).await;
+    let caller = nodes[0].cluster();
+    let (slow, other) = two_on_another_member(&caller);
+
+    // A 17 MB identity would not fit in one gRPC message (16 MiB): refused before
+    // sending, naming the limit, while a call on the same link is in flight.
+    let in_flight = tokio::spawn({
+        let caller = caller.clone();
+        let slow = slow.clone();
+        async move { caller.call(&slow, SLOW, Bytes::new()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let huge = ClusterIdentity::new(COUNTER, "x".repeat(17 << 20));
+    match caller.call(&huge, ADD, Bytes::new()).await {
+        Err(CallError::Codec(m)) => assert!(m.contains("over the limit of 65536 bytes"), "{m}"),
+        r => panic!("got {r:?}"),
+    }
+    let r = in_flight.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.as_deref().ok(), Some(&b"slow"[..]), "got {r:?}");
+
+    // A grain failing with a 20 MB message: the caller gets it cut to 64 KiB, and the
+    // answer of another call on the same stream still arrives.
+    let in_flight = tokio::spawn({
+        let caller = caller.clone();
+        let slow = slow.clone();
+        async move { caller.call(&slow, SLOW, Bytes::new()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let length = Bytes::from((20u64 << 20).to_string());
+    match caller.call(&other, FAIL_LONG, length).await {
+        Err(CallError::Application { code, message }) => {
+            assert_eq!(code, Code::Aborted);
+            assert!(message.len() <= 64 << 10, "{} bytes", message.len());
+            assert!(
+                message.ends_with("(truncated)"),
+                "{}",
+                &message[message.len() - 40..]
+            );
+        }
+        r => panic!("got {:?}", r.map(|b| b.len())),
+    }
+    let r = in_flight.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.as_deref().ok(), Some(&b"slow"[..]), "got {r:?}");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grain_that_never_answers_times_out_within_its_deadline_plus_slack() {
     let (nodes, _p) = start_cluster("hang-test", 3, TTL).await;

@@ -42,6 +42,26 @@ pub(crate) const HDR_CLUSTER: &str = "grain-cluster";
 pub(crate) const HDR_MEMBER_ID: &str = "grain-member-id";
 pub(crate) const HDR_ADDRESS: &str = "grain-address";
 
+/// The most bytes of a call's addressing (kind, identity, method and headers together)
+/// and of a failure's message. With the payload limit, this keeps every envelope
+/// within `max_message_bytes`, so one oversized call cannot break the stream that other
+/// calls share.
+pub(crate) const MAX_ENVELOPE_META_BYTES: usize = 64 << 10;
+
+/// A failure message cut to [`MAX_ENVELOPE_META_BYTES`] (at a character boundary).
+fn bounded_message(mut message: String) -> String {
+    const MARK: &str = " … (truncated)";
+    if message.len() > MAX_ENVELOPE_META_BYTES {
+        let mut cut = MAX_ENVELOPE_META_BYTES - MARK.len();
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str(MARK);
+    }
+    message
+}
+
 /// Builds the wire response for a call's outcome.
 pub(crate) fn response(correlation_id: u64, result: Result<Bytes, CallError>) -> pb::Response {
     use pb::failure::Reason;
@@ -60,7 +80,7 @@ pub(crate) fn response(correlation_id: u64, result: Result<Bytes, CallError>) ->
             pb::response::Result::Failure(pb::Failure {
                 reason: reason as i32,
                 code,
-                message,
+                message: bounded_message(message),
             })
         }
     };

@@ -15,9 +15,12 @@ pub const DOUBLE: &str = "test.v1.Counter/Double";
 pub const PANIC: &str = "test.v1.Counter/Panic";
 pub const HANG: &str = "test.v1.Counter/Hang";
 pub const FAIL: &str = "test.v1.Counter/Fail";
+pub const SLOW: &str = "test.v1.Counter/Slow";
+pub const FAIL_LONG: &str = "test.v1.Counter/FailLong";
 
 /// A counter: `Add` answers `member:count`, `Double` answers `2 * n`, `Panic` panics,
-/// `Hang` never answers, `Fail` answers `FailedPrecondition`.
+/// `Hang` never answers, `Fail` answers `FailedPrecondition`, `Slow` answers `slow` after
+/// 300 ms, `FailLong` answers `Aborted` with a message of as many bytes as its payload says.
 #[derive(Default)]
 pub struct CounterGrain {
     count: u64,
@@ -52,6 +55,17 @@ impl Grain for CounterGrain {
                 grain::Code::FailedPrecondition,
                 "counter is closed",
             )),
+            SLOW => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok(Bytes::from_static(b"slow"))
+            }
+            FAIL_LONG => {
+                let n: usize = std::str::from_utf8(&payload)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| GrainError::invalid_argument("not a length"))?;
+                Err(GrainError::new(grain::Code::Aborted, "é".repeat(n / 2)))
+            }
             other => Err(GrainError::unimplemented(other)),
         }
     }
