@@ -215,10 +215,25 @@ impl LinkTask {
                     }
                     let _ = first.reply.send(Err(self.unavailable(&reason, false)));
                     self.fail_queued(&reason);
+                    // Until the next attempt, calls fail at once (they did not run, so
+                    // callers may retry) instead of waiting in the queue for their
+                    // deadline.
                     let pause = self.config.reconnect.delay(failures);
-                    let closed = tokio::select! {
-                        _ = self.closed.wait_for(|c| *c) => true,
-                        _ = tokio::time::sleep(pause) => false,
+                    let next_attempt = Instant::now() + pause;
+                    let waiting = format!("{reason} (next attempt in {} ms)", pause.as_millis());
+                    let closed = loop {
+                        let queued = tokio::select! {
+                            biased;
+                            _ = self.closed.wait_for(|c| *c) => break true,
+                            _ = tokio::time::sleep_until(next_attempt) => break false,
+                            o = self.rx.recv() => o,
+                        };
+                        match queued {
+                            Some(o) => {
+                                let _ = o.reply.send(Err(self.unavailable(&waiting, false)));
+                            }
+                            None => return,
+                        }
                     };
                     if closed {
                         self.close_and_fail_queued("the member left the cluster");

@@ -1,0 +1,256 @@
+//! A link whose connection breaks while its peer stays in the topology: it reconnects
+//! on demand, with backoff while the peer cannot be reached, failing calls fast in the
+//! meantime; the grain on the other side keeps its state throughout.
+//!
+//! The host is reachable only through a TCP proxy in this test, which can cut every
+//! connection, refuse new ones (accept and close at once), or forward again.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use grain::membership::InMemoryMembership;
+use grain::{Backoff, CallError, CallOptions, ClusterIdentity, Node};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+const TTL: Duration = Duration::from_secs(30);
+
+/// A loopback TCP proxy in front of one upstream address.
+struct Proxy {
+    addr: SocketAddr,
+    upstream: Arc<Mutex<Option<SocketAddr>>>,
+    forwarding: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+    connections: Arc<Mutex<Vec<AbortHandle>>>,
+    accept_loop: AbortHandle,
+}
+
+impl Proxy {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let upstream: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let forwarding = Arc::new(AtomicBool::new(true));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let accept_loop = tokio::spawn({
+            let (upstream, forwarding, accepted, connections) = (
+                upstream.clone(),
+                forwarding.clone(),
+                accepted.clone(),
+                connections.clone(),
+            );
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    let to = *upstream.lock().unwrap_or_else(|e| e.into_inner());
+                    let (true, Some(to)) = (forwarding.load(Ordering::SeqCst), to) else {
+                        drop(inbound); // refused: accepted and closed at once
+                        continue;
+                    };
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(to).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    connections
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(task.abort_handle());
+                }
+            }
+        })
+        .abort_handle();
+        Self {
+            addr,
+            upstream,
+            forwarding,
+            accepted,
+            connections,
+            accept_loop,
+        }
+    }
+
+    fn forward_to(&self, to: SocketAddr) {
+        *self.upstream.lock().unwrap_or_else(|e| e.into_inner()) = Some(to);
+    }
+
+    /// Drops every open connection (both sides see them close).
+    fn cut(&self) {
+        for c in self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            c.abort();
+        }
+    }
+
+    fn refuse(&self, refuse: bool) {
+        self.forwarding.store(!refuse, Ordering::SeqCst);
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept_loop.abort();
+        self.cut();
+    }
+}
+
+fn count_of(answer: &Result<Bytes, CallError>) -> u64 {
+    match answer {
+        Ok(b) => member_of(b).1,
+        Err(e) => panic!("call failed: {e:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_link_reconnects_with_backoff_and_the_grain_keeps_its_state() {
+    let provider = InMemoryMembership::new(TTL);
+    let proxy = Proxy::start().await;
+    let mut host_config = config("reconnect-test", "host");
+    host_config.advertise = Some(proxy.addr.to_string());
+    let host = Node::start(
+        host_config,
+        vec![counter_kind()],
+        Arc::new(provider.clone()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("host: {e}"));
+    proxy.forward_to(host.local_addr());
+    let mut caller_config = config("reconnect-test", "caller");
+    let backoff_max = Duration::from_millis(400);
+    caller_config.reconnect_backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: backoff_max,
+        multiplier: 2,
+    };
+    let caller = Node::start(caller_config, vec![], Arc::new(provider.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("caller: {e}"));
+    let cluster = caller.cluster();
+    cluster
+        .wait_for_kinds(&[COUNTER], Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let target = ClusterIdentity::new(COUNTER, "through-the-proxy");
+    assert_eq!(count_of(&cluster.call(&target, ADD, Bytes::new()).await), 1);
+
+    // 1. The connection breaks under a call in flight: that call fails at once, as
+    //    "maybe ran" (never retried), instead of waiting for its 5 s deadline.
+    let slow = tokio::spawn({
+        let cluster = cluster.clone();
+        let target = target.clone();
+        async move {
+            let started = Instant::now();
+            (
+                cluster.call(&target, SLOW, Bytes::new()).await,
+                started.elapsed(),
+            )
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.cut();
+    let (r, took) = slow.await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(
+            r,
+            Err(CallError::MemberUnavailable {
+                maybe_ran: true,
+                ..
+            })
+        ),
+        "got {r:?}"
+    );
+    assert!(took < Duration::from_secs(1), "failed after {took:?}");
+
+    // 2. The next call reconnects on demand, and the activation kept its count.
+    let before = proxy.accepted();
+    assert_eq!(count_of(&cluster.call(&target, ADD, Bytes::new()).await), 2);
+    assert_eq!(proxy.accepted(), before + 1, "one new connection");
+
+    // 3. The host cannot be reached (its address accepts and closes): calls fail fast
+    //    as "did not run", and connection attempts back off instead of hammering.
+    proxy.refuse(true);
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = proxy.accepted();
+    let options = CallOptions::default().with_timeout(Duration::from_secs(2));
+    let window = Duration::from_secs(2);
+    let started = Instant::now();
+    let mut calls = 0;
+    while started.elapsed() < window {
+        let call_started = Instant::now();
+        let r = cluster
+            .call_with(&target, ADD, Bytes::new(), &options)
+            .await;
+        calls += 1;
+        assert!(
+            matches!(
+                r,
+                Err(CallError::MemberUnavailable {
+                    maybe_ran: false,
+                    ..
+                })
+            ),
+            "call {calls}: got {r:?}"
+        );
+        let took = call_started.elapsed();
+        assert!(
+            took < Duration::from_millis(1500),
+            "call {calls} took {took:?}"
+        );
+    }
+    let attempts = proxy.accepted() - before;
+    // 50, 100, 200, 400, 400, … ms (jittered down to half): about 8 in 2 s; with no
+    // backoff every call's every retry would connect (hundreds).
+    println!("{calls} calls and {attempts} connection attempts in {window:?} while refused");
+    assert!(
+        (2..=16).contains(&attempts),
+        "{attempts} connection attempts in {window:?}"
+    );
+
+    // 4. Reachable again: within one backoff step the link is back, and the grain
+    //    still has its state.
+    proxy.refuse(false);
+    let back = Instant::now();
+    let options = CallOptions::default().with_timeout(Duration::from_secs(5));
+    let r = cluster
+        .call_with(&target, ADD, Bytes::new(), &options)
+        .await;
+    let mut count = match &r {
+        Ok(b) => member_of(b).1,
+        Err(_) => 0,
+    };
+    while count == 0 && back.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let r = cluster
+            .call_with(&target, ADD, Bytes::new(), &options)
+            .await;
+        count = r.as_deref().map(|b| member_of(b).1).unwrap_or(0);
+    }
+    let took = back.elapsed();
+    assert_eq!(count, 3, "the grain lost its state or never came back");
+    assert!(
+        took <= backoff_max + Duration::from_millis(600),
+        "came back after {took:?}"
+    );
+    caller.shutdown().await;
+    host.shutdown().await;
+}
