@@ -126,6 +126,17 @@ impl std::fmt::Debug for HeaderArg {
 /// are read too; these flags win over them.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct TelemetryArgs {
+    /// Where and how metrics are exported.
+    #[command(flatten)]
+    pub export: ExportArgs,
+    /// service.name (default: the role, or OTEL_SERVICE_NAME).
+    #[arg(long)]
+    pub service_name: Option<String>,
+}
+
+/// Where and how metrics are exported: the options `fizzbuzz up` passes to every node.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ExportArgs {
     /// OTLP/HTTP metrics URL, used as is (e.g. http://127.0.0.1:4318/v1/metrics).
     #[arg(long)]
     pub otlp_endpoint: Option<String>,
@@ -136,24 +147,44 @@ pub struct TelemetryArgs {
     /// How often metrics are exported (default 1s, or OTEL_METRIC_EXPORT_INTERVAL).
     #[arg(long, value_parser = parse_duration)]
     pub metrics_interval: Option<Duration>,
-    /// service.name (default: the role, or OTEL_SERVICE_NAME).
-    #[arg(long)]
-    pub service_name: Option<String>,
     /// New Relic region, us or eu (with NEW_RELIC_LICENSE_KEY; or NEW_RELIC_REGION).
     #[arg(long)]
     pub new_relic_region: Option<String>,
+}
+
+impl ExportArgs {
+    /// The same options as command-line arguments, for a child node.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(e) = &self.otlp_endpoint {
+            a.extend(["--otlp-endpoint".to_string(), e.clone()]);
+        }
+        for h in &self.otlp_headers {
+            a.extend(["--otlp-header".to_string(), h.0.clone()]);
+        }
+        if let Some(d) = self.metrics_interval {
+            a.extend([
+                "--metrics-interval".to_string(),
+                format!("{}us", d.as_micros()),
+            ]);
+        }
+        if let Some(r) = &self.new_relic_region {
+            a.extend(["--new-relic-region".to_string(), r.clone()]);
+        }
+        a
+    }
 }
 
 impl CommonArgs {
     /// Builds the metrics pipeline for a node of `role` with `member` id (call outside
     /// an async context); errors name the setting.
     pub fn telemetry(&self, role: Role, member: &MemberId) -> Result<Telemetry, AppError> {
-        let t = &self.telemetry;
+        let t = &self.telemetry.export;
         let overrides = Overrides {
             endpoint: t.otlp_endpoint.clone(),
             headers: t.otlp_headers.iter().map(|h| h.0.clone()).collect(),
             interval: t.metrics_interval,
-            service_name: t.service_name.clone(),
+            service_name: self.telemetry.service_name.clone(),
             new_relic_region: t.new_relic_region.clone(),
         };
         let config =

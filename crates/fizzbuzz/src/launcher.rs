@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 
 use crate::AppError;
 use crate::client::ClientArgs;
-use crate::config::{ENV_CLUSTER, ENV_LOG, ENV_WORKERS, Role, parse_workers};
+use crate::config::{ENV_CLUSTER, ENV_LOG, ENV_WORKERS, ExportArgs, Role, parse_workers};
 
 /// Options of `fizzbuzz up`.
 #[derive(clap::Args, Clone, Debug)]
@@ -21,7 +21,7 @@ pub struct UpArgs {
     #[arg(long)]
     pub consul_addr: Option<String>,
     /// Cluster name.
-    #[arg(long, default_value = "fizzbuzz-cluster")]
+    #[arg(long, env = ENV_CLUSTER, default_value = "fizzbuzz-cluster")]
     pub cluster: String,
     /// Log filter of the three nodes (their logs go to stderr).
     #[arg(long, env = ENV_LOG, default_value = "warn")]
@@ -29,6 +29,9 @@ pub struct UpArgs {
     /// Async runtime worker threads of each node (default: one per CPU core).
     #[arg(long, env = ENV_WORKERS, value_parser = parse_workers)]
     pub workers: Option<usize>,
+    /// Metrics export of every node (each is named after its role: fizz, buzz, client).
+    #[command(flatten)]
+    pub export: ExportArgs,
     /// What the client does.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -167,7 +170,8 @@ pub async fn up(args: &UpArgs, stop: impl Future<Output = ()>) -> Result<u8, App
     );
     let spawn = |role: Role, extra: Vec<String>, stdout: Stdio| -> Result<Child, AppError> {
         let mut c = node_command(role)?;
-        c.args(extra)
+        c.args(args.export.to_args())
+            .args(extra)
             .env(grain_consul::config::ENV_HTTP_ADDR, &consul_addr)
             .env(ENV_CLUSTER, &args.cluster)
             .env(ENV_LOG, &args.log_level)

@@ -397,3 +397,37 @@ async fn command_line_headers_win_over_the_environment() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_passes_its_export_flags_to_every_node() {
+    let receiver = Receiver::start().await;
+    let endpoint = format!("{}/v1/metrics", receiver.base());
+    let out = up_with(
+        300,
+        &[
+            "--otlp-endpoint",
+            &endpoint,
+            "--otlp-header",
+            "x-team=up-flag",
+            "--metrics-interval",
+            "200ms",
+        ],
+        &[],
+    )
+    .await;
+    assert_success(&out);
+    assert_reference(&out.stdout, 300);
+    let captured = receiver.captured();
+    assert!(!captured.is_empty(), "no export arrived");
+    for c in &captured {
+        assert_eq!(c.path, "/v1/metrics");
+        assert_eq!(c.headers.get("x-team").map(String::as_str), Some("up-flag"));
+    }
+    let mut services: Vec<String> = points(&captured)
+        .into_iter()
+        .filter_map(|p| p.resource.get("service.name").cloned())
+        .collect();
+    services.sort();
+    services.dedup();
+    assert_eq!(services, ["buzz", "client", "fizz"]);
+}
