@@ -27,6 +27,7 @@ struct Proxy {
     addr: SocketAddr,
     upstream: Arc<Mutex<Option<SocketAddr>>>,
     forwarding: Arc<AtomicBool>,
+    lifetime: Arc<Mutex<Option<Duration>>>,
     accepted: Arc<AtomicUsize>,
     connections: Arc<Mutex<Vec<AbortHandle>>>,
     accept_loop: AbortHandle,
@@ -40,12 +41,14 @@ impl Proxy {
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let upstream: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
         let forwarding = Arc::new(AtomicBool::new(true));
+        let lifetime: Arc<Mutex<Option<Duration>>> = Arc::default();
         let accepted = Arc::new(AtomicUsize::new(0));
         let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let accept_loop = tokio::spawn({
-            let (upstream, forwarding, accepted, connections) = (
+            let (upstream, forwarding, lifetime, accepted, connections) = (
                 upstream.clone(),
                 forwarding.clone(),
+                lifetime.clone(),
                 accepted.clone(),
                 connections.clone(),
             );
@@ -57,10 +60,14 @@ impl Proxy {
                         drop(inbound); // refused: accepted and closed at once
                         continue;
                     };
+                    let lives = *lifetime.lock().unwrap_or_else(|e| e.into_inner());
                     let task = tokio::spawn(async move {
                         if let Ok(mut outbound) = TcpStream::connect(to).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                            match lives {
+                                Some(d) => drop(tokio::time::timeout(d, copy).await),
+                                None => drop(copy.await),
+                            }
                         }
                     });
                     connections
@@ -75,6 +82,7 @@ impl Proxy {
             addr,
             upstream,
             forwarding,
+            lifetime,
             accepted,
             connections,
             accept_loop,
@@ -95,6 +103,11 @@ impl Proxy {
         {
             c.abort();
         }
+    }
+
+    /// New connections are cut after `lifetime` (`None`: they live on).
+    fn cut_after(&self, lifetime: Option<Duration>) {
+        *self.lifetime.lock().unwrap_or_else(|e| e.into_inner()) = lifetime;
     }
 
     fn refuse(&self, refuse: bool) {
@@ -120,11 +133,14 @@ fn count_of(answer: &Result<Bytes, CallError>) -> u64 {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broken_link_reconnects_with_backoff_and_the_grain_keeps_its_state() {
+const BACKOFF_MAX: Duration = Duration::from_millis(400);
+
+/// A host of the counter reachable only through a proxy, and a caller hosting nothing
+/// whose reconnection backoff is 50 ms doubling to 400 ms.
+async fn host_behind_a_proxy(cluster: &str) -> (Proxy, Node, Node) {
     let provider = InMemoryMembership::new(TTL);
     let proxy = Proxy::start().await;
-    let mut host_config = config("reconnect-test", "host");
+    let mut host_config = config(cluster, "host");
     host_config.advertise = Some(proxy.addr.to_string());
     let host = Node::start(
         host_config,
@@ -134,21 +150,47 @@ async fn a_broken_link_reconnects_with_backoff_and_the_grain_keeps_its_state() {
     .await
     .unwrap_or_else(|e| panic!("host: {e}"));
     proxy.forward_to(host.local_addr());
-    let mut caller_config = config("reconnect-test", "caller");
-    let backoff_max = Duration::from_millis(400);
+    let mut caller_config = config(cluster, "caller");
     caller_config.reconnect_backoff = Backoff {
         initial: Duration::from_millis(50),
-        max: backoff_max,
+        max: BACKOFF_MAX,
         multiplier: 2,
     };
     let caller = Node::start(caller_config, vec![], Arc::new(provider.clone()))
         .await
         .unwrap_or_else(|e| panic!("caller: {e}"));
-    let cluster = caller.cluster();
-    cluster
+    caller
+        .cluster()
         .wait_for_kinds(&[COUNTER], Duration::from_secs(5))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    (proxy, host, caller)
+}
+
+/// Calls `ADD` until it answers (within 3 s); returns the count and how long it took.
+async fn add_until_it_answers(
+    cluster: &grain::Cluster,
+    target: &ClusterIdentity,
+) -> (u64, Duration) {
+    let started = Instant::now();
+    let options = CallOptions::default().with_timeout(Duration::from_secs(5));
+    loop {
+        let r = cluster.call_with(target, ADD, Bytes::new(), &options).await;
+        if let Ok(b) = &r {
+            return (member_of(b).1, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "no answer within 3 s: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_link_reconnects_with_backoff_and_the_grain_keeps_its_state() {
+    let (proxy, host, caller) = host_behind_a_proxy("reconnect-test").await;
+    let cluster = caller.cluster();
     let target = ClusterIdentity::new(COUNTER, "through-the-proxy");
     assert_eq!(count_of(&cluster.call(&target, ADD, Bytes::new()).await), 1);
 
@@ -229,26 +271,56 @@ async fn a_broken_link_reconnects_with_backoff_and_the_grain_keeps_its_state() {
     // 4. Reachable again: within one backoff step the link is back, and the grain
     //    still has its state.
     proxy.refuse(false);
-    let back = Instant::now();
-    let options = CallOptions::default().with_timeout(Duration::from_secs(5));
-    let r = cluster
-        .call_with(&target, ADD, Bytes::new(), &options)
-        .await;
-    let mut count = match &r {
-        Ok(b) => member_of(b).1,
-        Err(_) => 0,
-    };
-    while count == 0 && back.elapsed() < Duration::from_secs(3) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let r = cluster
-            .call_with(&target, ADD, Bytes::new(), &options)
-            .await;
-        count = r.as_deref().map(|b| member_of(b).1).unwrap_or(0);
-    }
-    let took = back.elapsed();
-    assert_eq!(count, 3, "the grain lost its state or never came back");
+    let (count, took) = add_until_it_answers(&cluster, &target).await;
+    assert_eq!(count, 3, "the grain lost its state");
     assert!(
-        took <= backoff_max + Duration::from_millis(600),
+        took <= BACKOFF_MAX + Duration::from_millis(600),
+        "came back after {took:?}"
+    );
+    caller.shutdown().await;
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_accepts_then_fails_is_retried_with_backoff_not_once_per_call() {
+    let (proxy, host, caller) = host_behind_a_proxy("flapping-test").await;
+    let cluster = caller.cluster();
+    let target = ClusterIdentity::new(COUNTER, "flapping");
+    assert_eq!(count_of(&cluster.call(&target, ADD, Bytes::new()).await), 1);
+
+    // Every new connection now dies 50 ms after it was accepted, before a 300 ms call
+    // can answer: the link must back off, not reconnect as fast as calls come.
+    proxy.cut_after(Some(Duration::from_millis(50)));
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = proxy.accepted();
+    let options = CallOptions::default().with_timeout(Duration::from_secs(2));
+    let window = Duration::from_secs(2);
+    let started = Instant::now();
+    let mut calls = 0;
+    while started.elapsed() < window {
+        let r = cluster
+            .call_with(&target, SLOW, Bytes::new(), &options)
+            .await;
+        calls += 1;
+        assert!(
+            matches!(r, Err(CallError::MemberUnavailable { .. })),
+            "call {calls}: got {r:?}"
+        );
+    }
+    let attempts = proxy.accepted() - before;
+    // With backoff: about 8 in 2 s. Reconnecting once per call: about 35.
+    println!("{calls} calls and {attempts} connections in {window:?} while each died at 50 ms");
+    assert!(
+        (2..=16).contains(&attempts),
+        "{attempts} connections in {window:?}"
+    );
+
+    proxy.cut_after(None);
+    let (count, took) = add_until_it_answers(&cluster, &target).await;
+    assert_eq!(count, 2, "the grain lost its state");
+    assert!(
+        took <= BACKOFF_MAX + Duration::from_millis(600),
         "came back after {took:?}"
     );
     caller.shutdown().await;

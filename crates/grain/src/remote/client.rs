@@ -136,8 +136,10 @@ struct LinkTask {
 }
 
 enum Ended {
+    /// The link was closed (the member left): nothing to reconnect to.
     Closed,
-    Broken(String),
+    /// The stream failed; `answered` says whether any answer came on it.
+    Broken { reason: String, answered: bool },
 }
 
 struct Pending {
@@ -184,13 +186,12 @@ impl LinkTask {
                 self.close_and_fail_queued("the member left the cluster");
                 return;
             };
-            match self.connect().await {
+            let reason = match self.connect().await {
                 Ok((requests, responses)) => {
                     if failures > 0 {
                         tracing::info!(peer = %self.member.id, address = %self.member.address,
                             "reconnected to peer");
                     }
-                    failures = 0;
                     let peer = self.member.id.to_string();
                     self.config.metrics.connected(&peer);
                     match self.serve(first, requests, responses).await {
@@ -198,16 +199,24 @@ impl LinkTask {
                             self.config.metrics.disconnected(&peer, "closed");
                             return;
                         }
-                        Ended::Broken(reason) => {
+                        Ended::Broken { reason, answered } => {
                             self.config.metrics.disconnected(&peer, "broken");
                             tracing::warn!(peer = %self.member.id, address = %self.member.address,
                                 "link to peer broke: {reason}");
+                            if answered {
+                                // It worked: the next call reconnects at once.
+                                failures = 0;
+                                continue;
+                            }
+                            // It broke before answering anything: a peer that accepts
+                            // and then fails is retried with backoff, like one that
+                            // cannot be reached, not as fast as calls arrive.
+                            reason
                         }
                     }
                 }
                 Err(reason) => {
-                    failures += 1;
-                    if failures == 1 {
+                    if failures == 0 {
                         tracing::warn!(peer = %self.member.id, address = %self.member.address,
                             "cannot connect to peer: {reason}");
                     } else {
@@ -215,31 +224,32 @@ impl LinkTask {
                     }
                     let _ = first.reply.send(Err(self.unavailable(&reason, false)));
                     self.fail_queued(&reason);
-                    // Until the next attempt, calls fail at once (they did not run, so
-                    // callers may retry) instead of waiting in the queue for their
-                    // deadline.
-                    let pause = self.config.reconnect.delay(failures);
-                    let next_attempt = Instant::now() + pause;
-                    let waiting = format!("{reason} (next attempt in {} ms)", pause.as_millis());
-                    let closed = loop {
-                        let queued = tokio::select! {
-                            biased;
-                            _ = self.closed.wait_for(|c| *c) => break true,
-                            _ = tokio::time::sleep_until(next_attempt) => break false,
-                            o = self.rx.recv() => o,
-                        };
-                        match queued {
-                            Some(o) => {
-                                let _ = o.reply.send(Err(self.unavailable(&waiting, false)));
-                            }
-                            None => return,
-                        }
-                    };
-                    if closed {
-                        self.close_and_fail_queued("the member left the cluster");
-                        return;
-                    }
+                    reason
                 }
+            };
+            failures += 1;
+            // Until the next attempt, calls fail at once (they did not run, so callers
+            // may retry) instead of waiting in the queue for their deadline.
+            let pause = self.config.reconnect.delay(failures);
+            let next_attempt = Instant::now() + pause;
+            let waiting = format!("{reason} (next attempt in {} ms)", pause.as_millis());
+            let closed = loop {
+                let queued = tokio::select! {
+                    biased;
+                    _ = self.closed.wait_for(|c| *c) => break true,
+                    _ = tokio::time::sleep_until(next_attempt) => break false,
+                    o = self.rx.recv() => o,
+                };
+                match queued {
+                    Some(o) => {
+                        let _ = o.reply.send(Err(self.unavailable(&waiting, false)));
+                    }
+                    None => return,
+                }
+            };
+            if closed {
+                self.close_and_fail_queued("the member left the cluster");
+                return;
             }
         }
     }
@@ -325,6 +335,7 @@ impl LinkTask {
         let mut staged: Option<pb::RequestBatch> = None;
         let mut staged_at = Instant::now();
         let mut carry: Option<Outbound> = Some(first);
+        let mut answered = false;
 
         // Stage a batch from `carry` and whatever else is queued right now.
         let stage = |this: &mut Self,
@@ -395,6 +406,7 @@ impl LinkTask {
                 _ = self.closed.wait_for(|c| *c) => break Ended::Closed,
                 msg = responses.next() => match msg {
                     Some(Ok(batch)) => {
+                        answered = true;
                         let metrics = &self.config.metrics;
                         metrics.deserialized("response", batch.responses.len() as u64);
                         for r in batch.responses {
@@ -410,8 +422,8 @@ impl LinkTask {
                             }
                         }
                     }
-                    Some(Err(status)) => break Ended::Broken(format!("stream error: {status}")),
-                    None => break Ended::Broken("the peer closed the stream".into()),
+                    Some(Err(status)) => break Ended::Broken { reason: format!("stream error: {status}"), answered },
+                    None => break Ended::Broken { reason: "the peer closed the stream".into(), answered },
                 },
                 permit = requests.reserve(), if staged.is_some() => match permit {
                     Ok(permit) => {
@@ -420,7 +432,7 @@ impl LinkTask {
                             permit.send(b);
                         }
                     }
-                    Err(_) => break Ended::Broken("the request stream closed".into()),
+                    Err(_) => break Ended::Broken { reason: "the request stream closed".into(), answered },
                 },
                 _ = sweep.tick() => {
                     // Forget calls whose callers gave up and whose answers never came.
@@ -436,7 +448,7 @@ impl LinkTask {
         };
         let (reason, left) = match &ended {
             Ended::Closed => ("the member left the cluster".to_string(), true),
-            Ended::Broken(r) => (r.clone(), false),
+            Ended::Broken { reason, .. } => (reason.clone(), false),
         };
         // Staged requests were never written: they did not run.
         if let Some(b) = staged.take() {
