@@ -187,6 +187,50 @@ async fn add_until_it_answers(
     }
 }
 
+/// Calls `method` for 2 s while the host is unreachable, checking each outcome with
+/// `check`; the proxy must accept few connections meanwhile, showing backoff (50, 100,
+/// 200, 400, 400, … ms, jittered down to half: about 8 in 2 s; reconnecting once per
+/// call or per retry would be dozens or hundreds).
+async fn connections_while_failing(
+    proxy: &Proxy,
+    cluster: &grain::Cluster,
+    target: &ClusterIdentity,
+    method: &str,
+    check: impl Fn(usize, &Result<Bytes, CallError>, Duration),
+) {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = proxy.accepted();
+    let options = CallOptions::default().with_timeout(Duration::from_secs(2));
+    let window = Duration::from_secs(2);
+    let started = Instant::now();
+    let mut calls = 0;
+    while started.elapsed() < window {
+        let call_started = Instant::now();
+        let r = cluster
+            .call_with(target, method, Bytes::new(), &options)
+            .await;
+        calls += 1;
+        check(calls, &r, call_started.elapsed());
+    }
+    let connections = proxy.accepted() - before;
+    println!("{method}: {calls} calls and {connections} connections in {window:?}");
+    assert!(
+        (2..=16).contains(&connections),
+        "{connections} connections in {window:?}: no backoff"
+    );
+}
+
+/// Once the host is reachable again, the link is back within one backoff step and the
+/// grain still has its state: the next `ADD` counts `want`.
+async fn comes_back_with_its_state(cluster: &grain::Cluster, target: &ClusterIdentity, want: u64) {
+    let (count, took) = add_until_it_answers(cluster, target).await;
+    assert_eq!(count, want, "the grain lost its state");
+    assert!(
+        took <= BACKOFF_MAX + Duration::from_millis(600),
+        "came back after {took:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_link_reconnects_with_backoff_and_the_grain_keeps_its_state() {
     let (proxy, host, caller) = host_behind_a_proxy("reconnect-test").await;
@@ -231,18 +275,7 @@ async fn a_broken_link_reconnects_with_backoff_and_the_grain_keeps_its_state() {
     //    as "did not run", and connection attempts back off instead of hammering.
     proxy.refuse(true);
     proxy.cut();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let before = proxy.accepted();
-    let options = CallOptions::default().with_timeout(Duration::from_secs(2));
-    let window = Duration::from_secs(2);
-    let started = Instant::now();
-    let mut calls = 0;
-    while started.elapsed() < window {
-        let call_started = Instant::now();
-        let r = cluster
-            .call_with(&target, ADD, Bytes::new(), &options)
-            .await;
-        calls += 1;
+    connections_while_failing(&proxy, &cluster, &target, ADD, |call, r, took| {
         assert!(
             matches!(
                 r,
@@ -251,32 +284,18 @@ async fn a_broken_link_reconnects_with_backoff_and_the_grain_keeps_its_state() {
                     ..
                 })
             ),
-            "call {calls}: got {r:?}"
+            "call {call}: got {r:?}"
         );
-        let took = call_started.elapsed();
         assert!(
             took < Duration::from_millis(1500),
-            "call {calls} took {took:?}"
+            "call {call} took {took:?}"
         );
-    }
-    let attempts = proxy.accepted() - before;
-    // 50, 100, 200, 400, 400, … ms (jittered down to half): about 8 in 2 s; with no
-    // backoff every call's every retry would connect (hundreds).
-    println!("{calls} calls and {attempts} connection attempts in {window:?} while refused");
-    assert!(
-        (2..=16).contains(&attempts),
-        "{attempts} connection attempts in {window:?}"
-    );
+    })
+    .await;
 
-    // 4. Reachable again: within one backoff step the link is back, and the grain
-    //    still has its state.
+    // 4. Reachable again.
     proxy.refuse(false);
-    let (count, took) = add_until_it_answers(&cluster, &target).await;
-    assert_eq!(count, 3, "the grain lost its state");
-    assert!(
-        took <= BACKOFF_MAX + Duration::from_millis(600),
-        "came back after {took:?}"
-    );
+    comes_back_with_its_state(&cluster, &target, 3).await;
     caller.shutdown().await;
     host.shutdown().await;
 }
@@ -292,37 +311,16 @@ async fn a_peer_that_accepts_then_fails_is_retried_with_backoff_not_once_per_cal
     // can answer: the link must back off, not reconnect as fast as calls come.
     proxy.cut_after(Some(Duration::from_millis(50)));
     proxy.cut();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let before = proxy.accepted();
-    let options = CallOptions::default().with_timeout(Duration::from_secs(2));
-    let window = Duration::from_secs(2);
-    let started = Instant::now();
-    let mut calls = 0;
-    while started.elapsed() < window {
-        let r = cluster
-            .call_with(&target, SLOW, Bytes::new(), &options)
-            .await;
-        calls += 1;
+    connections_while_failing(&proxy, &cluster, &target, SLOW, |call, r, _| {
         assert!(
             matches!(r, Err(CallError::MemberUnavailable { .. })),
-            "call {calls}: got {r:?}"
+            "call {call}: got {r:?}"
         );
-    }
-    let attempts = proxy.accepted() - before;
-    // With backoff: about 8 in 2 s. Reconnecting once per call: about 35.
-    println!("{calls} calls and {attempts} connections in {window:?} while each died at 50 ms");
-    assert!(
-        (2..=16).contains(&attempts),
-        "{attempts} connections in {window:?}"
-    );
+    })
+    .await;
 
     proxy.cut_after(None);
-    let (count, took) = add_until_it_answers(&cluster, &target).await;
-    assert_eq!(count, 2, "the grain lost its state");
-    assert!(
-        took <= BACKOFF_MAX + Duration::from_millis(600),
-        "came back after {took:?}"
-    );
+    comes_back_with_its_state(&cluster, &target, 2).await;
     caller.shutdown().await;
     host.shutdown().await;
 }
