@@ -133,11 +133,11 @@ fn count_of(answer: &Result<Bytes, CallError>) -> u64 {
     }
 }
 
-const BACKOFF_MAX: Duration = Duration::from_millis(400);
+const BACKOFF_MAX: Duration = Duration::from_millis(800);
 
 /// A host of the counter reachable only through a proxy, and a caller hosting nothing
-/// whose reconnection backoff is 50 ms doubling to 400 ms.
-async fn host_behind_a_proxy(cluster: &str) -> (Proxy, Node, Node) {
+/// whose reconnection backoff is 50 ms doubling to 800 ms.
+async fn host_behind_a_proxy(cluster: &str) -> (Proxy, Node, Node, InMemoryMembership) {
     let provider = InMemoryMembership::new(TTL);
     let proxy = Proxy::start().await;
     let mut host_config = config(cluster, "host");
@@ -164,7 +164,7 @@ async fn host_behind_a_proxy(cluster: &str) -> (Proxy, Node, Node) {
         .wait_for_kinds(&[COUNTER], Duration::from_secs(5))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    (proxy, host, caller)
+    (proxy, host, caller, provider)
 }
 
 /// Calls `ADD` until it answers (within 3 s); returns the count and how long it took.
@@ -188,9 +188,9 @@ async fn add_until_it_answers(
 }
 
 /// Calls `method` for 2 s while the host is unreachable, checking each outcome with
-/// `check`; the proxy must accept few connections meanwhile, showing backoff (50, 100,
-/// 200, 400, 400, … ms, jittered down to half: about 8 in 2 s; reconnecting once per
-/// call or per retry would be dozens or hundreds).
+/// `check`; the proxy must accept few connections meanwhile, showing backoff (pauses of
+/// 50, 100, 200, 400, 800, 800, … ms, each jittered down to as little as half: at most
+/// about 11 in 2 s; reconnecting once per call or per retry would be dozens or more).
 async fn connections_while_failing(
     proxy: &Proxy,
     cluster: &grain::Cluster,
@@ -200,7 +200,7 @@ async fn connections_while_failing(
 ) {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let before = proxy.accepted();
-    let options = CallOptions::default().with_timeout(Duration::from_secs(2));
+    let options = CallOptions::default().with_timeout(Duration::from_secs(1));
     let window = Duration::from_secs(2);
     let started = Instant::now();
     let mut calls = 0;
@@ -233,7 +233,7 @@ async fn comes_back_with_its_state(cluster: &grain::Cluster, target: &ClusterIde
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_link_reconnects_with_backoff_and_the_grain_keeps_its_state() {
-    let (proxy, host, caller) = host_behind_a_proxy("reconnect-test").await;
+    let (proxy, host, caller, _) = host_behind_a_proxy("reconnect-test").await;
     let cluster = caller.cluster();
     let target = ClusterIdentity::new(COUNTER, "through-the-proxy");
     assert_eq!(count_of(&cluster.call(&target, ADD, Bytes::new()).await), 1);
@@ -271,8 +271,9 @@ async fn a_broken_link_reconnects_with_backoff_and_the_grain_keeps_its_state() {
     assert_eq!(count_of(&cluster.call(&target, ADD, Bytes::new()).await), 2);
     assert_eq!(proxy.accepted(), before + 1, "one new connection");
 
-    // 3. The host cannot be reached (its address accepts and closes): calls fail fast
-    //    as "did not run", and connection attempts back off instead of hammering.
+    // 3. The host cannot be reached (its address accepts and closes): calls fail as
+    //    "did not run" (or time out waiting for the next attempt), and connection
+    //    attempts back off instead of hammering.
     proxy.refuse(true);
     proxy.cut();
     connections_while_failing(&proxy, &cluster, &target, ADD, |call, r, took| {
@@ -282,13 +283,13 @@ async fn a_broken_link_reconnects_with_backoff_and_the_grain_keeps_its_state() {
                 Err(CallError::MemberUnavailable {
                     maybe_ran: false,
                     ..
-                })
+                }) | Err(CallError::Timeout { .. })
             ),
             "call {call}: got {r:?}"
         );
         assert!(
             took < Duration::from_millis(1500),
-            "call {call} took {took:?}"
+            "call {call} took {took:?}, over its 1 s deadline"
         );
     })
     .await;
@@ -302,7 +303,7 @@ async fn a_broken_link_reconnects_with_backoff_and_the_grain_keeps_its_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_accepts_then_fails_is_retried_with_backoff_not_once_per_call() {
-    let (proxy, host, caller) = host_behind_a_proxy("flapping-test").await;
+    let (proxy, host, caller, _) = host_behind_a_proxy("flapping-test").await;
     let cluster = caller.cluster();
     let target = ClusterIdentity::new(COUNTER, "flapping");
     assert_eq!(count_of(&cluster.call(&target, ADD, Bytes::new()).await), 1);
@@ -323,4 +324,73 @@ async fn a_peer_that_accepts_then_fails_is_retried_with_backoff_not_once_per_cal
     comes_back_with_its_state(&cluster, &target, 2).await;
     caller.shutdown().await;
     host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waiting_for_an_unreachable_owner_moves_on_when_the_owner_leaves() {
+    let (proxy, unreachable, caller, provider) = host_behind_a_proxy("failover-test").await;
+    let other = Node::start(
+        config("failover-test", "other"),
+        vec![counter_kind()],
+        Arc::new(provider.clone()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("other: {e}"));
+    let cluster = caller.cluster();
+    assert!(
+        cluster
+            .wait_until(Duration::from_secs(5), |t| t.members().len() == 3)
+            .await,
+        "the caller did not see all three members"
+    );
+    let target = (0..1000)
+        .map(|i| ClusterIdentity::new(COUNTER, format!("failover-{i}")))
+        .find(|t| {
+            cluster
+                .owner_of(t)
+                .is_some_and(|m| m.id == unreachable.member().id)
+        })
+        .unwrap_or_else(|| panic!("no identity owned by the host behind the proxy"));
+    assert_eq!(count_of(&cluster.call(&target, ADD, Bytes::new()).await), 1);
+
+    // The owner becomes unreachable, but stays in the topology for now.
+    proxy.refuse(true);
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiting = tokio::spawn({
+        let cluster = cluster.clone();
+        let target = target.clone();
+        async move {
+            let options = CallOptions::default()
+                .with_timeout(Duration::from_secs(5))
+                .with_max_attempts(50);
+            let started = Instant::now();
+            let r = cluster
+                .call_with(&target, ADD, Bytes::new(), &options)
+                .await;
+            (r, started.elapsed())
+        }
+    });
+    // Then it leaves: the waiting call is not lost with it but answered by the new
+    // owner (a fresh activation), within its deadline.
+    let leaves_after = Duration::from_millis(800);
+    tokio::time::sleep(leaves_after).await;
+    let gone = unreachable.member().id.clone();
+    unreachable.shutdown().await;
+    let (r, took) = waiting.await.unwrap_or_else(|e| panic!("{e}"));
+    let answer = r.unwrap_or_else(|e| panic!("the waiting call failed after {took:?}: {e}"));
+    let (member, count) = member_of(&answer);
+    assert_eq!(
+        member,
+        other.member().id.as_str(),
+        "answered by {member}, not the new owner"
+    );
+    assert_ne!(member, gone.as_str());
+    assert_eq!(count, 1, "a fresh activation on the new owner");
+    assert!(
+        took >= leaves_after && took < Duration::from_secs(5),
+        "answered after {took:?}"
+    );
+    caller.shutdown().await;
+    other.shutdown().await;
 }

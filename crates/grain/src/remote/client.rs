@@ -228,24 +228,15 @@ impl LinkTask {
                 }
             };
             failures += 1;
-            // Until the next attempt, calls fail at once (they did not run, so callers
-            // may retry) instead of waiting in the queue for their deadline.
+            // Calls queued meanwhile wait, within their deadlines, for the next attempt
+            // or for the member to leave the topology (then they fail as not run and
+            // their callers retry on the new owner): failing them at once would give up
+            // on an identity just before it fails over.
             let pause = self.config.reconnect.delay(failures);
-            let next_attempt = Instant::now() + pause;
-            let waiting = format!("{reason} (next attempt in {} ms)", pause.as_millis());
-            let closed = loop {
-                let queued = tokio::select! {
-                    biased;
-                    _ = self.closed.wait_for(|c| *c) => break true,
-                    _ = tokio::time::sleep_until(next_attempt) => break false,
-                    o = self.rx.recv() => o,
-                };
-                match queued {
-                    Some(o) => {
-                        let _ = o.reply.send(Err(self.unavailable(&waiting, false)));
-                    }
-                    None => return,
-                }
+            tracing::debug!(peer = %self.member.id, failures, ?pause, "next connection attempt after a pause: {reason}");
+            let closed = tokio::select! {
+                _ = self.closed.wait_for(|c| *c) => true,
+                _ = tokio::time::sleep(pause) => false,
             };
             if closed {
                 self.close_and_fail_queued("the member left the cluster");
