@@ -371,6 +371,7 @@ pub async fn run_numbers(
     let mut progress = Progress::new(args);
     let started = Instant::now();
     let mut last_flush = Instant::now();
+    let mut pending: Vec<u8> = Vec::with_capacity(CHUNK + 256);
     loop {
         let outcome = tokio::select! {
             biased;
@@ -393,40 +394,39 @@ pub async fn run_numbers(
         match outcome.result {
             Ok(message) => {
                 summary.answered += 1;
-                let written = match args.format {
-                    Format::Text if message.is_empty() => writeln!(out, "{}", outcome.number),
-                    Format::Text => writeln!(out, "{message}"),
+                let line = match args.format {
+                    Format::Text if message.is_empty() => writeln!(pending, "{}", outcome.number),
+                    Format::Text => writeln!(pending, "{message}"),
                     Format::Json => {
                         let line = JsonLine {
                             number: outcome.number,
                             message: &message,
                         };
                         match serde_json::to_string(&line) {
-                            Ok(j) => writeln!(out, "{j}"),
+                            Ok(j) => writeln!(pending, "{j}"),
                             Err(e) => {
                                 return Err(AppError::Failed(format!("cannot encode JSON: {e}")));
                             }
                         }
                     }
                 };
-                // A pipe gets block-buffered output, flushed at least every 100 ms so a
-                // reader (`tail -f`, a test) sees progress.
-                let written = written.and_then(|()| {
-                    if last_flush.elapsed() >= Duration::from_millis(100) {
-                        last_flush = Instant::now();
-                        out.flush()
-                    } else {
-                        Ok(())
+                if let Err(e) = line {
+                    return Err(AppError::Failed(format!("cannot format a line: {e}")));
+                }
+                // Written in chunks, at least every 100 ms so a reader (`tail -f`, a
+                // test, a terminal) sees progress.
+                if pending.len() >= CHUNK || last_flush.elapsed() >= Duration::from_millis(100) {
+                    last_flush = Instant::now();
+                    if let Err(e) = write_out(out, &pending) {
+                        if e.kind() == std::io::ErrorKind::BrokenPipe {
+                            // The reader went away (`| head`): stop quietly, like other
+                            // Unix filters, and say so in the summary.
+                            summary.output_closed = true;
+                            break;
+                        }
+                        return Err(AppError::Failed(format!("cannot write to stdout: {e}")));
                     }
-                });
-                if let Err(e) = written {
-                    if e.kind() == std::io::ErrorKind::BrokenPipe {
-                        // The reader went away (`| head`): stop quietly, like other
-                        // Unix filters, and say so in the summary.
-                        summary.output_closed = true;
-                        break;
-                    }
-                    return Err(AppError::Failed(format!("cannot write to stdout: {e}")));
+                    pending.clear();
                 }
             }
             Err(reason) => {
@@ -440,17 +440,35 @@ pub async fn run_numbers(
         progress.update(summary.issued);
     }
     progress.finish();
-    if !args.forever && !summary.interrupted {
+    if !args.forever && !summary.interrupted && !summary.output_closed {
         summary.issued = args.count;
     }
     summary.elapsed = started.elapsed();
-    match out.flush() {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            return Err(AppError::Failed(format!("cannot write to stdout: {e}")));
+    if !summary.output_closed {
+        match write_out(out, &pending) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => summary.output_closed = true,
+            Err(e) => return Err(AppError::Failed(format!("cannot write to stdout: {e}"))),
+            Ok(()) => {}
         }
-        _ => {}
     }
     Ok(summary)
+}
+
+/// How many bytes of output are gathered before they are written.
+const CHUNK: usize = 64 << 10;
+
+/// Writes and flushes `bytes`. On a multi-threaded runtime the (blocking) write runs
+/// with `block_in_place`, so a slow or paused reader (`| less`) stalls only this task:
+/// links, timers and the membership heartbeat go on, even with one worker.
+fn write_out(out: &mut (dyn Write + Send), bytes: &[u8]) -> std::io::Result<()> {
+    let mut write = || {
+        out.write_all(bytes)?;
+        out.flush()
+    };
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(write),
+        _ => write(),
+    }
 }
 
 /// Turns a finished run into the command's result: every number answered is success;

@@ -153,6 +153,19 @@ pub struct ExportArgs {
 }
 
 impl ExportArgs {
+    /// The export settings these flags give over the environment (the standard
+    /// variables, the New Relic preset); errors name the setting.
+    pub fn config(&self, service_name: Option<String>) -> Result<TelemetryConfig, AppError> {
+        let overrides = Overrides {
+            endpoint: self.otlp_endpoint.clone(),
+            headers: self.otlp_headers.iter().map(|h| h.0.clone()).collect(),
+            interval: self.metrics_interval,
+            service_name,
+            new_relic_region: self.new_relic_region.clone(),
+        };
+        TelemetryConfig::from_env(&overrides).map_err(|e| AppError::Usage(e.to_string()))
+    }
+
     /// The same options as command-line arguments, for a child node.
     pub fn to_args(&self) -> Vec<String> {
         let mut a = Vec::new();
@@ -179,16 +192,10 @@ impl CommonArgs {
     /// Builds the metrics pipeline for a node of `role` with `member` id (call outside
     /// an async context); errors name the setting.
     pub fn telemetry(&self, role: Role, member: &MemberId) -> Result<Telemetry, AppError> {
-        let t = &self.telemetry.export;
-        let overrides = Overrides {
-            endpoint: t.otlp_endpoint.clone(),
-            headers: t.otlp_headers.iter().map(|h| h.0.clone()).collect(),
-            interval: t.metrics_interval,
-            service_name: self.telemetry.service_name.clone(),
-            new_relic_region: t.new_relic_region.clone(),
-        };
-        let config =
-            TelemetryConfig::from_env(&overrides).map_err(|e| AppError::Usage(e.to_string()))?;
+        let config = self
+            .telemetry
+            .export
+            .config(self.telemetry.service_name.clone())?;
         let process = ProcessInfo {
             service_name: role.name().into(),
             instance_id: member.to_string(),

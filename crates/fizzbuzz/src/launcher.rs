@@ -143,6 +143,7 @@ pub async fn up(args: &UpArgs, stop: impl Future<Output = ()>) -> Result<u8, App
     }
     .validate()
     .map_err(|e| AppError::Usage(format!("--cluster: {e}")))?;
+    args.export.config(None)?;
     if let Some(a) = &args.consul_addr {
         grain_consul::ConsulConfig {
             address: a.clone(),

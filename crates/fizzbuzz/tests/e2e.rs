@@ -240,6 +240,86 @@ async fn a_client_with_no_buzz_anywhere_fails_after_its_wait_timeout_naming_the_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_reader_stalls_neither_calls_nor_the_heartbeat_even_with_one_worker() {
+    // `client --forever | less`, with the pager paused longer than the call timeout and
+    // the membership TTL: the client's one worker must go on serving its links and
+    // heartbeat while its output waits, so no call fails.
+    let (agent, consul) = start_agent().await;
+    let fizz = node(FIZZ, &consul);
+    let buzz = node(BUZZ, &consul);
+    let mut paused = client(
+        &consul,
+        &["--forever", "--workers", "1", "--call-timeout", "1s"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = paused.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut stderr = paused.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+    let log = tokio::spawn(async move {
+        let mut log = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut log).await;
+        log
+    });
+    // Nobody reads for 6 s (the pipe fills within about a second), well past the 3 s
+    // TTL: the client's heartbeat must have gone on, so Consul still lists it passing.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let consul_view = grain_consul::ConsulMembership::new(
+        "fizzbuzz-cluster",
+        grain_consul::ConsulConfig {
+            address: consul.clone(),
+            ..grain_consul::ConsulConfig::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let passing =
+        grain::membership::MembershipProvider::members(&consul_view, None, Duration::from_secs(1))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    let roles: Vec<&str> = passing
+        .members
+        .iter()
+        .map(|m| m.id.as_str().split('-').next().unwrap_or(""))
+        .collect();
+    assert!(
+        roles.contains(&"client"),
+        "the paused client's TTL check expired: passing members are {roles:?}"
+    );
+    // …then the reader catches up for a second, and the run is stopped.
+    let mut lines = BufReader::new(stdout).lines();
+    let mut read = 0u64;
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        match tokio::time::timeout_at(until, lines.next_line()).await {
+            Ok(Ok(Some(line))) => {
+                read += 1;
+                assert_eq!(line, reference((read - 1) % 100 + 1), "line {read}");
+            }
+            Ok(_) => break,
+            Err(_) => {}
+        }
+    }
+    assert!(read > 1000, "only {read} lines after the reader came back");
+    if let Some(pid) = paused.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+    }
+    let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let status = tokio::time::timeout(Duration::from_secs(15), paused.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the client did not stop within 15 s of SIGINT"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = drain.await;
+    let log = log.await.unwrap_or_default();
+    assert!(status.success(), "exit {status}: {log}");
+    assert!(log.contains(" 0 failed"), "{log}");
+    stop_all(vec![(fizz, "fizz"), (buzz, "buzz"), (agent, "the agent")]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_client_leaves_the_other_nodes_serving_a_new_client() {
     let (agent, consul) = start_agent().await;
     let fizz = node(FIZZ, &consul);
@@ -286,6 +366,8 @@ async fn a_bad_option_is_a_usage_error_that_names_it() {
         (FIZZBUZZ, &["up", "--concurrency", "0"], "--concurrency"),
         (FIZZ, &["--workers", "0"], "--workers"),
         (FIZZBUZZ, &["up", "--workers", "many"], "--workers"),
+        (FIZZBUZZ, &["up", "--metrics-interval", "50ms"], "interval"),
+        (FIZZBUZZ, &["up", "--new-relic-region", "mars"], "region"),
         (FIZZBUZZ, &["agent", "--bind", "10.1.2.3:8500"], "--bind"),
     ];
     for (program, args, named) in table {

@@ -385,13 +385,16 @@ impl Cluster {
                 self.shared.config.max_payload_bytes
             )));
         }
-        let addressing = id.kind().len()
+        // As encoded: each string and each header entry also costs its tags and
+        // lengths (at most 12 bytes for an entry of this size; 16 for the three strings).
+        let addressing = 16
+            + id.kind().len()
             + id.identity().len()
             + method.len()
             + options
                 .headers
                 .iter()
-                .map(|(k, v)| k.len() + v.len())
+                .map(|(k, v)| 12 + k.len() + v.len())
                 .sum::<usize>();
         if addressing > crate::remote::MAX_ENVELOPE_META_BYTES {
             return Err(CallError::Codec(format!(
