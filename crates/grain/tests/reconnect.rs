@@ -324,6 +324,21 @@ async fn a_peer_that_accepts_then_fails_is_retried_with_backoff_not_once_per_cal
     })
     .await;
 
+    // Quick calls get answered before each connection dies: a stream that answered
+    // but lived less than a second still counts as failing, so the link keeps backing
+    // off instead of reconnecting after every break.
+    let quick = ClusterIdentity::new(COUNTER, "flapping-quick");
+    connections_while_failing(&proxy, &cluster, &quick, ADD, |call, r, _| {
+        assert!(
+            matches!(
+                r,
+                Ok(_) | Err(CallError::MemberUnavailable { .. }) | Err(CallError::Timeout { .. })
+            ),
+            "call {call}: got {r:?}"
+        );
+    })
+    .await;
+
     proxy.cut_after(None);
     comes_back_with_its_state(&cluster, &target, 2).await;
     caller.shutdown().await;

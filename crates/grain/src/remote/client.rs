@@ -38,6 +38,10 @@ pub(crate) struct LinkConfig {
 
 type ReplyTx = oneshot::Sender<Result<Bytes, CallError>>;
 
+/// How long a stream must have lived (and answered) for its break to count as a one-off
+/// rather than as a failing peer.
+const STABLE_AFTER: Duration = Duration::from_secs(1);
+
 struct Outbound {
     request: pb::Request,
     deadline: Instant,
@@ -194,6 +198,7 @@ impl LinkTask {
                     }
                     let peer = self.member.id.to_string();
                     self.config.metrics.connected(&peer);
+                    let connected_at = Instant::now();
                     match self.serve(first, requests, responses).await {
                         Ended::Closed => {
                             self.config.metrics.disconnected(&peer, "closed");
@@ -203,14 +208,15 @@ impl LinkTask {
                             self.config.metrics.disconnected(&peer, "broken");
                             tracing::warn!(peer = %self.member.id, address = %self.member.address,
                                 "link to peer broke: {reason}");
-                            if answered {
+                            if answered && connected_at.elapsed() >= STABLE_AFTER {
                                 // It worked: the next call reconnects at once.
                                 failures = 0;
                                 continue;
                             }
-                            // It broke before answering anything: a peer that accepts
-                            // and then fails is retried with backoff, like one that
-                            // cannot be reached, not as fast as calls arrive.
+                            // It broke before answering anything, or soon after it
+                            // connected: a peer that accepts and then fails is retried
+                            // with backoff, like one that cannot be reached, not as
+                            // fast as calls arrive.
                             reason
                         }
                     }
