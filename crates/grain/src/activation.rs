@@ -240,6 +240,7 @@ impl Registry {
                                         member: self.member.clone(),
                                         cluster: cluster.clone(),
                                         headers: HashMap::new(),
+                                        deadline: None,
                                     },
                                     idle_timeout: kind.idle_timeout,
                                     number,
@@ -493,6 +494,7 @@ impl Actor for Activation {
                     _guard,
                 } = inv;
                 state.ctx.headers = headers;
+                state.ctx.deadline = Some(deadline);
                 let handling = Instant::now();
                 let call = AssertUnwindSafe(state.grain.handle(&state.ctx, &method, payload))
                     .catch_unwind();
@@ -537,6 +539,7 @@ impl Actor for Activation {
                 let label = if unknown { "unknown" } else { method.as_str() };
                 metrics.received(&kind, label, result.is_ok(), handling.elapsed());
                 state.ctx.headers = HashMap::new();
+                state.ctx.deadline = None;
                 state.last_call = Instant::now();
                 reply.send(result, &metrics).await;
             }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::call::CallOptions;
 use crate::identity::{ClusterIdentity, MemberId};
 use crate::node::Cluster;
 
@@ -56,6 +57,7 @@ pub struct GrainContext {
     pub(crate) member: MemberId,
     pub(crate) cluster: Cluster,
     pub(crate) headers: HashMap<String, String>,
+    pub(crate) deadline: Option<tokio::time::Instant>,
 }
 
 impl fmt::Debug for GrainContext {
@@ -87,6 +89,25 @@ impl GrainContext {
     /// lifecycle hooks.
     pub fn headers(&self) -> &HashMap<String, String> {
         &self.headers
+    }
+
+    /// What is left of the deadline of the call being handled (the caller's, carried
+    /// on the wire); `None` in the lifecycle hooks. The call is cancelled when it runs
+    /// out.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+    }
+
+    /// Options for a call made while handling this one: the cluster's defaults, with
+    /// the timeout cut to what is left of this call's deadline, so a nested call never
+    /// outlives the call that made it.
+    pub fn call_options(&self) -> CallOptions {
+        let defaults = self.cluster.call_defaults().clone();
+        match self.remaining() {
+            Some(left) if left < defaults.timeout => defaults.with_timeout(left),
+            _ => defaults,
+        }
     }
 }
 

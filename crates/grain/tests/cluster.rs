@@ -279,6 +279,53 @@ async fn an_oversized_call_or_failure_fails_alone_and_the_shared_link_keeps_work
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grain_sees_its_callers_deadline_and_a_nested_call_inherits_it() {
+    let (nodes, _p) = start_cluster("deadline-test", 3, TTL).await;
+    let timeout = Duration::from_secs(2);
+    let options = CallOptions::default().with_timeout(timeout);
+    let millis = |r: Result<Bytes, CallError>| -> u128 {
+        let b = r.unwrap_or_else(|e| panic!("{e}"));
+        std::str::from_utf8(&b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not a number: {b:?}"))
+    };
+    // From every member, so both the local path and the wire carry it.
+    for node in &nodes {
+        let left = millis(
+            node.cluster()
+                .call_with(&id("clock"), REMAINING, Bytes::new(), &options)
+                .await,
+        );
+        assert!(
+            (1000..=2000).contains(&left),
+            "{}: the grain saw {left} ms of a 2000 ms deadline",
+            node.member().id
+        );
+    }
+    // A grain that spends 200 ms and then calls another grain with its own call's
+    // options: the nested call gets what is left, not the 5 s default.
+    let left = millis(
+        nodes[0]
+            .cluster()
+            .call_with(
+                &id("outer"),
+                NESTED_REMAINING,
+                Bytes::from_static(b"inner"),
+                &options,
+            )
+            .await,
+    );
+    assert!(
+        (800..=1800).contains(&left),
+        "the nested call saw {left} ms; its caller had at most 1800 ms left"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grain_that_never_answers_times_out_within_its_deadline_plus_slack() {
     let (nodes, _p) = start_cluster("hang-test", 3, TTL).await;
     let timeout = Duration::from_millis(300);

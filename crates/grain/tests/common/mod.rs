@@ -17,10 +17,14 @@ pub const HANG: &str = "test.v1.Counter/Hang";
 pub const FAIL: &str = "test.v1.Counter/Fail";
 pub const SLOW: &str = "test.v1.Counter/Slow";
 pub const FAIL_LONG: &str = "test.v1.Counter/FailLong";
+pub const REMAINING: &str = "test.v1.Counter/Remaining";
+pub const NESTED_REMAINING: &str = "test.v1.Counter/NestedRemaining";
 
 /// A counter: `Add` answers `member:count`, `Double` answers `2 * n`, `Panic` panics,
 /// `Hang` never answers, `Fail` answers `FailedPrecondition`, `Slow` answers `slow` after
-/// 300 ms, `FailLong` answers `Aborted` with a message of as many bytes as its payload says.
+/// 300 ms, `FailLong` answers `Aborted` with a message of as many bytes as its payload says,
+/// `Remaining` answers the milliseconds left of its deadline, and `NestedRemaining` asks
+/// `Remaining` of the identity in its payload with the options of a nested call.
 #[derive(Default)]
 pub struct CounterGrain {
     count: u64,
@@ -65,6 +69,19 @@ impl Grain for CounterGrain {
                     .and_then(|s| s.parse().ok())
                     .ok_or_else(|| GrainError::invalid_argument("not a length"))?;
                 Err(GrainError::new(grain::Code::Aborted, "é".repeat(n / 2)))
+            }
+            REMAINING => {
+                let left = ctx.remaining().unwrap_or_default();
+                Ok(Bytes::from(left.as_millis().to_string()))
+            }
+            NESTED_REMAINING => {
+                let other =
+                    ClusterIdentity::new(COUNTER, String::from_utf8_lossy(&payload).into_owned());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                ctx.cluster()
+                    .call_with(&other, REMAINING, Bytes::new(), &ctx.call_options())
+                    .await
+                    .map_err(|e| GrainError::internal(e.to_string()))
             }
             other => Err(GrainError::unimplemented(other)),
         }
