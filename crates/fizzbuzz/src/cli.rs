@@ -1,7 +1,7 @@
 //! What the binaries share: argument parsing with exit status 64 on a bad option,
 //! logging to stderr, signals, and the mains themselves.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -184,20 +184,9 @@ struct ClientCli {
 fn client(command: ClientCommand) -> ExitCode {
     let common = command.common.clone();
     run_node(Role::Client, &common, |setup| async move {
-        let stdout = std::io::stdout();
-        let summary = if stdout.is_terminal() {
-            let mut out = stdout;
-            run_client(&command, &setup, &mut out, shutdown_signal()).await?
-        } else {
-            let mut out = std::io::BufWriter::with_capacity(64 << 10, stdout);
-            let s = run_client(&command, &setup, &mut out, shutdown_signal()).await?;
-            if let Err(e) = out.flush()
-                && e.kind() != std::io::ErrorKind::BrokenPipe
-            {
-                return Err(AppError::Failed(format!("cannot write to stdout: {e}")));
-            }
-            s
-        };
+        // The client gathers its output into chunks and writes each at once.
+        let mut out = std::io::stdout();
+        let summary = run_client(&command, &setup, &mut out, shutdown_signal()).await?;
         eprint!("{}", summary.report());
         verdict(&command.run, &summary)?;
         Ok(exit::OK)

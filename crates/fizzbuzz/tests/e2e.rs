@@ -79,6 +79,18 @@ async fn terminate(mut child: Child, what: &str) {
     );
 }
 
+/// Starts `fizzbuzz agent`, `fizz` and `buzz`; returns the agent's address and the
+/// processes, for [`stop_all`].
+async fn start_agent_fizz_buzz() -> (String, Vec<(Child, &'static str)>) {
+    let (agent, consul) = start_agent().await;
+    let fizz = node(FIZZ, &consul);
+    let buzz = node(BUZZ, &consul);
+    (
+        consul,
+        vec![(fizz, "fizz"), (buzz, "buzz"), (agent, "the agent")],
+    )
+}
+
 /// Stops each process with SIGTERM and checks it exits 0.
 async fn stop_all(children: Vec<(Child, &str)>) {
     for (child, what) in children {
@@ -173,9 +185,7 @@ async fn json_output_is_one_object_per_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_node_processes_and_the_dev_agent_print_the_reference_sequence() {
-    let (agent, consul) = start_agent().await;
-    let fizz = node(FIZZ, &consul);
-    let buzz = node(BUZZ, &consul);
+    let (consul, nodes) = start_agent_fizz_buzz().await;
     let out = output(
         client(&consul, &["--count", "1000"]),
         Duration::from_secs(120),
@@ -183,7 +193,7 @@ async fn three_node_processes_and_the_dev_agent_print_the_reference_sequence() {
     .await;
     assert_success(&out);
     assert_reference(&out.stdout, 1000);
-    stop_all(vec![(fizz, "fizz"), (buzz, "buzz"), (agent, "the agent")]).await;
+    stop_all(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,9 +254,7 @@ async fn a_paused_reader_stalls_neither_calls_nor_the_heartbeat_even_with_one_wo
     // `client --forever | less`, with the pager paused longer than the call timeout and
     // the membership TTL: the client's one worker must go on serving its links and
     // heartbeat while its output waits, so no call fails.
-    let (agent, consul) = start_agent().await;
-    let fizz = node(FIZZ, &consul);
-    let buzz = node(BUZZ, &consul);
+    let (consul, nodes) = start_agent_fizz_buzz().await;
     let mut paused = client(
         &consul,
         &["--forever", "--workers", "1", "--call-timeout", "1s"],
@@ -316,14 +324,12 @@ async fn a_paused_reader_stalls_neither_calls_nor_the_heartbeat_even_with_one_wo
     let log = log.await.unwrap_or_default();
     assert!(status.success(), "exit {status}: {log}");
     assert!(log.contains(" 0 failed"), "{log}");
-    stop_all(vec![(fizz, "fizz"), (buzz, "buzz"), (agent, "the agent")]).await;
+    stop_all(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_client_leaves_the_other_nodes_serving_a_new_client() {
-    let (agent, consul) = start_agent().await;
-    let fizz = node(FIZZ, &consul);
-    let buzz = node(BUZZ, &consul);
+    let (consul, nodes) = start_agent_fizz_buzz().await;
     let mut doomed = client(&consul, &["--count", "100", "--forever", "--rate", "500"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -350,7 +356,7 @@ async fn killing_the_client_leaves_the_other_nodes_serving_a_new_client() {
     .await;
     assert_success(&out);
     assert_reference(&out.stdout, 200);
-    stop_all(vec![(fizz, "fizz"), (buzz, "buzz"), (agent, "the agent")]).await;
+    stop_all(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
