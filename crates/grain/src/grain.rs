@@ -1,7 +1,7 @@
-//! What a grain is: the [`Grain`] trait a user implements, the [`GrainContext`] it runs
-//! in, the [`GrainError`] it answers with, and the [`Kind`] that registers it on a node.
+//! What a grain is: the [`Grain`] trait a user implements, the [`GrainError`] it
+//! answers with, and the [`Kind`] that registers it on a node. The context a grain runs
+//! in is in [`crate::context`].
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::call::CallOptions;
-use crate::identity::{ClusterIdentity, MemberId};
-use crate::node::Cluster;
+use crate::context::GrainContext;
+use crate::identity::ClusterIdentity;
 
 pub use tonic::Code;
 
@@ -48,66 +47,6 @@ impl GrainError {
     /// `Internal`: the grain failed.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(Code::Internal, message)
-    }
-}
-
-/// Where and for whom a grain call runs.
-pub struct GrainContext {
-    pub(crate) identity: ClusterIdentity,
-    pub(crate) member: MemberId,
-    pub(crate) cluster: Cluster,
-    pub(crate) headers: HashMap<String, String>,
-    pub(crate) deadline: Option<tokio::time::Instant>,
-}
-
-impl fmt::Debug for GrainContext {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GrainContext")
-            .field("identity", &self.identity)
-            .field("member", &self.member)
-            .finish_non_exhaustive()
-    }
-}
-
-impl GrainContext {
-    /// The grain's identity.
-    pub fn identity(&self) -> &ClusterIdentity {
-        &self.identity
-    }
-
-    /// The member this activation lives on.
-    pub fn member(&self) -> &MemberId {
-        &self.member
-    }
-
-    /// The cluster, to call other grains from inside a grain.
-    pub fn cluster(&self) -> &Cluster {
-        &self.cluster
-    }
-
-    /// The headers of the call being handled (e.g. `traceparent`); empty in the
-    /// lifecycle hooks.
-    pub fn headers(&self) -> &HashMap<String, String> {
-        &self.headers
-    }
-
-    /// What is left of the deadline of the call being handled (the caller's, carried
-    /// on the wire); `None` in the lifecycle hooks. The call is cancelled when it runs
-    /// out.
-    pub fn remaining(&self) -> Option<Duration> {
-        self.deadline
-            .map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
-    }
-
-    /// Options for a call made while handling this one: the cluster's defaults, with
-    /// the timeout cut to what is left of this call's deadline, so a nested call never
-    /// outlives the call that made it.
-    pub fn call_options(&self) -> CallOptions {
-        let defaults = self.cluster.call_defaults().clone();
-        match self.remaining() {
-            Some(left) if left < defaults.timeout => defaults.with_timeout(left),
-            _ => defaults,
-        }
     }
 }
 

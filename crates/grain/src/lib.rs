@@ -30,20 +30,32 @@
 //! instruments of [`metrics::CATALOG`] through the `opentelemetry` API, on the meter
 //! given in [`NodeConfig::meter`].
 
-mod activation;
+// In the order a call travels: the caller's handle, placement over the current
+// topology, the link to the owner and the wire, the owner's inbound check, the
+// activation catalog, the grain and its context.
+mod catalog;
+pub mod cluster;
+pub mod context;
+pub mod grain;
+mod inbound;
+pub mod placement;
+mod remote;
+mod topology;
+// Around it: setup, life cycle, membership, vocabulary, errors, metrics, codegen.
 pub mod call;
 pub mod codegen;
+pub mod config;
 pub mod error;
-pub mod grain;
 pub mod identity;
 pub mod membership;
 pub mod metrics;
 pub mod node;
-pub mod placement;
-mod remote;
 
 pub use call::{Backoff, CallOptions};
+pub use cluster::{Cluster, MissingKinds};
+pub use config::NodeConfig;
+pub use context::GrainContext;
 pub use error::{CallError, StartError};
-pub use grain::{Code, Grain, GrainContext, GrainError, Kind};
+pub use grain::{Code, Grain, GrainError, Kind};
 pub use identity::{ClusterIdentity, Member, MemberId, Topology};
-pub use node::{Cluster, MissingKinds, Node, NodeConfig};
+pub use node::Node;

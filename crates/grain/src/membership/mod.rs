@@ -9,6 +9,7 @@
 //!
 //! Every provider must pass the conformance suite in `testkit` (feature `testkit`).
 
+pub(crate) mod driver;
 mod memory;
 #[cfg(feature = "testkit")]
 pub mod testkit;

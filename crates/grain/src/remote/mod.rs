@@ -19,15 +19,18 @@
 //! capped in size at both ends.
 
 mod client;
+mod links;
 mod server;
 
-pub(crate) use client::{LinkConfig, PeerLink};
-pub(crate) use server::{Dispatch, RemoteService, ResponseSink, ServerLimits};
+pub(crate) use client::LinkConfig;
+pub(crate) use links::Links;
+pub(crate) use server::{Dispatch, RemoteService, ResponseSink, Server, ServerLimits};
 
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::config::MAX_ENVELOPE_META_BYTES;
 use crate::error::CallError;
 use crate::grain::Code;
 use crate::identity::MemberId;
@@ -41,12 +44,6 @@ pub(crate) mod pb {
 pub(crate) const HDR_CLUSTER: &str = "grain-cluster";
 pub(crate) const HDR_MEMBER_ID: &str = "grain-member-id";
 pub(crate) const HDR_ADDRESS: &str = "grain-address";
-
-/// The most bytes of a call's addressing (kind, identity, method and headers together)
-/// and of a failure's message. With the payload limit, this keeps every envelope
-/// within `max_message_bytes`, so one oversized call cannot break the stream that other
-/// calls share.
-pub(crate) const MAX_ENVELOPE_META_BYTES: usize = 64 << 10;
 
 /// A failure message cut to [`MAX_ENVELOPE_META_BYTES`] (at a character boundary).
 fn bounded_message(mut message: String) -> String {

@@ -23,7 +23,6 @@ pub(crate) struct ResponseSink {
     correlation_id: u64,
     tx: mpsc::Sender<Answer>,
     permit: OwnedSemaphorePermit,
-    metrics: Arc<Metrics>,
 }
 
 /// An answer on its way out, still holding its in-flight slot: the response queue has
@@ -32,27 +31,29 @@ pub(crate) struct ResponseSink {
 type Answer = (pb::Response, OwnedSemaphorePermit);
 
 impl ResponseSink {
-    /// Queues the answer; never waits (see [`Answer`]).
-    pub(crate) async fn send(self, result: Result<Bytes, CallError>) {
-        let sent = self
-            .tx
-            .send((super::response(self.correlation_id, result), self.permit))
-            .await;
-        if sent.is_err() {
-            self.metrics.deadletter("stream_closed");
-        }
+    /// Queues the answer; never waits: the queue has room for every in-flight slot and
+    /// this sink holds one (see [`Answer`]). `Err` names why it was not delivered (the
+    /// stream closed), as a `deadletter` reason.
+    pub(crate) fn send(self, result: Result<Bytes, CallError>) -> Result<(), &'static str> {
+        let answer = (super::response(self.correlation_id, result), self.permit);
+        self.tx.try_send(answer).map_err(|e| match e {
+            mpsc::error::TrySendError::Closed(_) => "stream_closed",
+            // Cannot happen while each queued answer holds one of the slots the queue
+            // was sized for; say so rather than lose it silently.
+            mpsc::error::TrySendError::Full(_) => "stream_full",
+        })
     }
 }
 
 /// What the server hands requests to.
-#[async_trait]
 pub(crate) trait Dispatch: Send + Sync + 'static {
     /// The cluster this member belongs to.
     fn cluster_name(&self) -> &str;
     /// This member's id.
     fn member_id(&self) -> &MemberId;
-    /// Runs (or refuses) one request and eventually answers through `sink`.
-    async fn dispatch(&self, from: &MemberId, request: pb::Request, sink: ResponseSink);
+    /// Starts (or refuses) one request without waiting for it; it answers through
+    /// `sink`, now or later.
+    fn dispatch(&self, from: &MemberId, request: pb::Request, sink: ResponseSink);
 }
 
 /// Limits of the callee side.
@@ -134,9 +135,8 @@ impl pb::remote_server::Remote for RemoteService {
                                 correlation_id: req.correlation_id,
                                 tx: tx.clone(),
                                 permit,
-                                metrics: metrics.clone(),
                             };
-                            dispatch.dispatch(&peer, req, sink).await;
+                            dispatch.dispatch(&peer, req, sink);
                         }
                     }
                     Ok(None) => break,
@@ -201,4 +201,70 @@ fn batches(
             Some((Ok(pb::ResponseBatch { responses }), (rx, carry)))
         },
     )
+}
+
+/// The running gRPC server of a member.
+pub(crate) struct Server {
+    task: Option<tokio::task::JoinHandle<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Server {
+    /// Serves `service` on `listener` (HTTP/2 keep-alives, large flow-control windows,
+    /// `TCP_NODELAY`), with messages up to `max_message_bytes` either way.
+    pub(crate) fn start(
+        listener: tokio::net::TcpListener,
+        service: RemoteService,
+        max_message_bytes: usize,
+    ) -> Self {
+        let service = pb::remote_server::RemoteServer::new(service)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let task = tokio::spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+                .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+                .initial_stream_window_size(Some(4 << 20))
+                .initial_connection_window_size(Some(8 << 20))
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!("gRPC server failed: {e}");
+            }
+        });
+        Self {
+            task: Some(task),
+            stop: Some(stop),
+        }
+    }
+
+    /// Stops accepting connections and waits for the server to end until `until` (at
+    /// least 100 ms), then aborts it.
+    pub(crate) async fn stop(&mut self, until: tokio::time::Instant) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(mut task) = self.task.take() {
+            let left = until
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(std::time::Duration::from_millis(100));
+            if tokio::time::timeout(left, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
 }

@@ -1,0 +1,250 @@
+//! One activation: the ractor actor that owns a grain value, runs its calls one at a
+//! time (with the deadline, panic and payload rules of the catalog), passivates it when
+//! idle, and on stopping hands the calls that waited back to the catalog.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::time::Instant;
+
+use super::{Catalog, Invocation};
+use crate::context::GrainContext;
+use crate::error::CallError;
+use crate::grain::{Grain, GrainError};
+
+/// What an activation's mailbox carries.
+pub(super) enum GrainMsg {
+    /// A call to run.
+    Call(Invocation),
+    /// Time to check whether the activation has been idle long enough.
+    IdleCheck,
+}
+
+/// The actor behaviour (stateless; the grain lives in [`State`]).
+pub(super) struct Activation;
+
+/// What an activation starts with.
+pub(super) struct Args {
+    pub(super) grain: Box<dyn Grain>,
+    pub(super) ctx: GrainContext,
+    pub(super) idle_timeout: Duration,
+    pub(super) number: u64,
+    pub(super) catalog: Arc<Catalog>,
+}
+
+pub(super) struct State {
+    grain: Box<dyn Grain>,
+    ctx: GrainContext,
+    idle_timeout: Duration,
+    number: u64,
+    catalog: Arc<Catalog>,
+    activated: bool,
+    /// The grain panicked or failed to activate: hand every further call to a fresh
+    /// activation.
+    broken: bool,
+    stopping: bool,
+    last_call: Instant,
+}
+
+/// The message of a panic payload, for the caller and the log.
+pub(super) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+impl State {
+    /// Leaves the catalog and drains: queued calls still arrive here, later ones bounce.
+    /// Drains: queued calls still arrive here; later ones are parked in the catalog
+    /// entry, which stays until `post_stop` has run the `deactivated` hook.
+    fn retire(&mut self, myself: &ActorRef<GrainMsg>) {
+        if !self.stopping {
+            self.stopping = true;
+            let _ = myself.drain();
+        }
+    }
+}
+
+impl Actor for Activation {
+    type Msg = GrainMsg;
+    type State = State;
+    type Arguments = Args;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<GrainMsg>,
+        args: Args,
+    ) -> Result<State, ActorProcessingErr> {
+        myself.send_after(args.idle_timeout, || GrainMsg::IdleCheck);
+        Ok(State {
+            grain: args.grain,
+            ctx: args.ctx,
+            idle_timeout: args.idle_timeout,
+            number: args.number,
+            catalog: args.catalog,
+            activated: false,
+            broken: false,
+            stopping: false,
+            last_call: Instant::now(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<GrainMsg>,
+        msg: GrainMsg,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            GrainMsg::IdleCheck => {
+                if state.stopping {
+                    return Ok(());
+                }
+                let idle = state.last_call.elapsed();
+                if idle >= state.idle_timeout {
+                    tracing::debug!(grain = %state.ctx.identity, ?idle, "passivating idle grain");
+                    state.retire(&myself);
+                } else {
+                    myself.send_after(state.idle_timeout - idle, || GrainMsg::IdleCheck);
+                }
+            }
+            GrainMsg::Call(inv) => {
+                let catalog = state.catalog.clone();
+                let metrics = &catalog.metrics;
+                let kind = state.ctx.identity.kind_arc().clone();
+                metrics.mailbox(&kind, -1);
+                if state.broken {
+                    let id = state.ctx.identity.clone();
+                    catalog.deliver(id, inv, &|id| state.ctx.for_identity(id));
+                    return Ok(());
+                }
+                state.last_call = Instant::now();
+                if Instant::now() >= inv.deadline {
+                    let target = format!("{} {}", state.ctx.identity, inv.method);
+                    let after = Duration::ZERO;
+                    catalog.fail(inv, CallError::Timeout { target, after });
+                    return Ok(());
+                }
+                if !state.activated {
+                    let activating = Instant::now();
+                    let hook = AssertUnwindSafe(state.grain.activated(&state.ctx)).catch_unwind();
+                    let outcome = match tokio::time::timeout_at(inv.deadline, hook).await {
+                        Ok(Ok(Ok(()))) => Ok(()),
+                        Ok(Ok(Err(e))) => Err(CallError::from(e)),
+                        Ok(Err(p)) => Err(CallError::from(GrainError::internal(format!(
+                            "grain {} panicked while activating: {}",
+                            state.ctx.identity,
+                            panic_message(p.as_ref())
+                        )))),
+                        Err(_) => Err(CallError::Timeout {
+                            target: format!("{} activation", state.ctx.identity),
+                            after: Duration::ZERO,
+                        }),
+                    };
+                    metrics.spawned_in(&kind, activating.elapsed());
+                    if let Err(e) = outcome {
+                        metrics.activation_failed(&kind);
+                        state.broken = true;
+                        state.retire(&myself);
+                        catalog.fail(inv, e);
+                        return Ok(());
+                    }
+                    state.activated = true;
+                }
+                let Invocation {
+                    method,
+                    payload,
+                    headers,
+                    deadline,
+                    reply,
+                    guard: _guard,
+                } = inv;
+                state.ctx.headers = headers;
+                state.ctx.deadline = Some(deadline);
+                let handling = Instant::now();
+                let call = AssertUnwindSafe(state.grain.handle(&state.ctx, &method, payload))
+                    .catch_unwind();
+                let result = match tokio::time::timeout_at(deadline, call).await {
+                    Ok(Ok(r)) => r.map_err(CallError::from),
+                    Ok(Err(p)) => {
+                        let msg = format!(
+                            "grain {} panicked in {}: {}",
+                            state.ctx.identity,
+                            method,
+                            panic_message(p.as_ref())
+                        );
+                        tracing::warn!(grain = %state.ctx.identity, %method, "{msg}");
+                        metrics.activation_failed(&kind);
+                        state.broken = true;
+                        state.retire(&myself);
+                        Err(CallError::from(GrainError::internal(msg)))
+                    }
+                    Err(_) => Err(CallError::Timeout {
+                        target: format!("{} {}", state.ctx.identity, method),
+                        after: deadline.saturating_duration_since(state.last_call),
+                    }),
+                };
+                let max = catalog.max_payload_bytes;
+                let result = match result {
+                    Ok(answer) if answer.len() > max => Err(CallError::Codec(format!(
+                        "the answer of {} {method} is {} bytes, over the limit of {max}",
+                        state.ctx.identity,
+                        answer.len()
+                    ))),
+                    other => other,
+                };
+                // Method labels stay bounded: a method the grain does not know (any
+                // string a peer sends) is recorded as "unknown".
+                let unknown = matches!(
+                    &result,
+                    Err(CallError::Application {
+                        code: tonic::Code::Unimplemented,
+                        ..
+                    })
+                );
+                let label = if unknown { "unknown" } else { method.as_str() };
+                metrics.received(&kind, label, result.is_ok(), handling.elapsed());
+                state.ctx.headers = HashMap::new();
+                state.ctx.deadline = None;
+                state.last_call = Instant::now();
+                catalog.answer(reply, result);
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<GrainMsg>,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.activated && !state.broken {
+            let hook = AssertUnwindSafe(state.grain.deactivated(&state.ctx)).catch_unwind();
+            if let Err(p) = hook.await {
+                tracing::warn!(
+                    grain = %state.ctx.identity,
+                    "grain panicked while deactivating: {}",
+                    panic_message(p.as_ref())
+                );
+            }
+        }
+        let catalog = state.catalog.clone();
+        let id = state.ctx.identity.clone();
+        catalog
+            .metrics
+            .activation_stopped(id.kind_arc(), state.broken);
+        // Only now may a successor start: hand it the calls that waited.
+        for inv in catalog.finish(&id, state.number) {
+            catalog.deliver(id.clone(), inv, &|id| state.ctx.for_identity(id));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,312 @@
+//! The caller's side of a grain call: [`Cluster`], the cheap handle through which code
+//! calls grains anywhere in the cluster — placement over the current topology, the
+//! local catalog or the link to the owner, attempts and retries — and looks at the
+//! topology.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::call::CallOptions;
+use crate::catalog::{Catalog, InFlight, Invocation};
+use crate::config::{MAX_ENVELOPE_META_BYTES, NodeConfig};
+use crate::context::GrainContext;
+use crate::error::CallError;
+use crate::grain::{Code, GrainError};
+use crate::identity::{ClusterIdentity, Member, Topology};
+use crate::metrics::Metrics;
+use crate::remote::{Links, pb};
+use crate::topology::TopologyView;
+
+/// What every handle on one member shares.
+pub(crate) struct Shared {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) config: NodeConfig,
+    pub(crate) me: Member,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) inflight: Arc<InFlight>,
+    pub(crate) topology: Arc<TopologyView>,
+    pub(crate) links: Arc<Links>,
+}
+
+/// A handle on the cluster, as seen from one member: call grains, look at the topology.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("cluster", &self.shared.config.cluster_name)
+            .field("member", &self.shared.me.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Returned by [`Cluster::wait_for_kinds`] when some kinds are still missing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no member hosting {} joined within {waited:?}", missing.join(", "))]
+pub struct MissingKinds {
+    /// The kinds no member hosts.
+    pub missing: Vec<String>,
+    /// How long we waited.
+    pub waited: Duration,
+}
+
+impl Cluster {
+    /// The cluster's name.
+    pub fn name(&self) -> &str {
+        &self.shared.config.cluster_name
+    }
+
+    /// This member.
+    pub fn member(&self) -> &Member {
+        &self.shared.me
+    }
+
+    /// The options used by [`Cluster::call`].
+    pub fn call_defaults(&self) -> &CallOptions {
+        &self.shared.config.call_defaults
+    }
+
+    /// The current topology as this member sees it.
+    pub fn topology(&self) -> Topology {
+        self.shared.topology.load().topology().clone()
+    }
+
+    /// The member that owns `id` under the current topology.
+    pub fn owner_of(&self, id: &ClusterIdentity) -> Option<Member> {
+        self.shared
+            .topology
+            .load()
+            .owner(id.kind(), id.identity())
+            .cloned()
+    }
+
+    /// Waits until `predicate` holds for the topology, or `timeout`. True if it held.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        predicate: impl Fn(&Topology) -> bool,
+    ) -> bool {
+        let mut rx = self.shared.topology.subscribe();
+        let waited = tokio::time::timeout(timeout, rx.wait_for(|t| predicate(t.topology()))).await;
+        matches!(waited, Ok(Ok(_)))
+    }
+
+    /// Waits until every kind in `kinds` is hosted by some member, or `timeout`.
+    pub async fn wait_for_kinds(
+        &self,
+        kinds: &[&str],
+        timeout: Duration,
+    ) -> Result<(), MissingKinds> {
+        let started = Instant::now();
+        if self
+            .wait_until(timeout, |t| kinds.iter().all(|k| t.hosts(k)))
+            .await
+        {
+            return Ok(());
+        }
+        let t = self.topology();
+        Err(MissingKinds {
+            missing: kinds
+                .iter()
+                .filter(|k| !t.hosts(k))
+                .map(|k| k.to_string())
+                .collect(),
+            waited: started.elapsed(),
+        })
+    }
+
+    /// Calls `method` of grain `id` with an encoded request, using the cluster's
+    /// default call options.
+    pub async fn call(
+        &self,
+        id: &ClusterIdentity,
+        method: &str,
+        payload: Bytes,
+    ) -> Result<Bytes, CallError> {
+        let options = &self.shared.config.call_defaults;
+        self.call_with(id, method, payload, options).await
+    }
+
+    /// Calls `method` of grain `id` with an encoded request and explicit options.
+    ///
+    /// The call goes to the member that owns `id` under this member's topology. It is
+    /// retried (up to `max_attempts`, with backoff, within `timeout`) only when it
+    /// provably did not run; a retry waits for the backoff or a topology change,
+    /// whichever comes first.
+    pub async fn call_with(
+        &self,
+        id: &ClusterIdentity,
+        method: &str,
+        payload: Bytes,
+        options: &CallOptions,
+    ) -> Result<Bytes, CallError> {
+        let started = Instant::now();
+        let deadline = started + options.timeout;
+        if payload.len() > self.shared.config.max_payload_bytes {
+            return Err(CallError::Codec(format!(
+                "request of {} bytes to {id} {method} exceeds the limit of {} bytes",
+                payload.len(),
+                self.shared.config.max_payload_bytes
+            )));
+        }
+        // As encoded: each string and each header entry also costs its tags and
+        // lengths (at most 12 bytes for an entry of this size; 16 for the three strings).
+        let addressing = 16
+            + id.kind().len()
+            + id.identity().len()
+            + method.len()
+            + options
+                .headers
+                .iter()
+                .map(|(k, v)| 12 + k.len() + v.len())
+                .sum::<usize>();
+        if addressing > MAX_ENVELOPE_META_BYTES {
+            return Err(CallError::Codec(format!(
+                "the kind, identity, method and headers of a call take {addressing} bytes, \
+                 over the limit of {} bytes",
+                MAX_ENVELOPE_META_BYTES
+            )));
+        }
+        let metrics = &self.shared.metrics;
+        let kind = id.kind_arc();
+        metrics.future_started(kind, method);
+        let mut source = "lookup";
+        let finish = |source: &'static str, outcome: &'static str| {
+            metrics.future_finished(kind, method, source, outcome, started.elapsed());
+        };
+        let mut topology_changes = self.shared.topology.subscribe();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let attempt_deadline = options
+                .attempt_timeout
+                .map_or(deadline, |t| (Instant::now() + t).min(deadline));
+            topology_changes.mark_unchanged();
+            let (result, from) = self
+                .attempt(
+                    id,
+                    method,
+                    payload.clone(),
+                    &options.headers,
+                    attempt_deadline,
+                )
+                .await;
+            if attempt == 1 {
+                source = from;
+            }
+            match result {
+                Err(e) if e.provably_not_run() && attempt < options.max_attempts.max(1) => {
+                    let pause = options.backoff.delay(attempt);
+                    if Instant::now() + pause >= deadline {
+                        finish(source, "error");
+                        return Err(e);
+                    }
+                    metrics.retried(kind, method, retry_reason(&e));
+                    tracing::debug!(target_grain = %id, method, attempt, error = %e, ?pause, "retrying call");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = topology_changes.changed() => {}
+                    }
+                }
+                Err(CallError::Timeout { target, .. }) => {
+                    finish(source, "timeout");
+                    return Err(CallError::Timeout {
+                        target,
+                        after: started.elapsed(),
+                    });
+                }
+                other => {
+                    finish(source, if other.is_ok() { "ok" } else { "error" });
+                    return other;
+                }
+            }
+        }
+    }
+
+    /// One attempt; also says whether the owner came from the placement cache.
+    async fn attempt(
+        &self,
+        id: &ClusterIdentity,
+        method: &str,
+        payload: Bytes,
+        headers: &HashMap<String, String>,
+        deadline: Instant,
+    ) -> (Result<Bytes, CallError>, &'static str) {
+        let resolving = Instant::now();
+        let (owner, hit) = {
+            let view = self.shared.topology.load();
+            let (owner, hit) = view.owner_cached(id);
+            (owner.cloned(), hit)
+        };
+        let source = if hit { "cache" } else { "lookup" };
+        self.shared
+            .metrics
+            .resolved(id.kind_arc(), source, resolving.elapsed());
+        let Some(owner) = owner else {
+            let kind = id.kind().to_string();
+            return (Err(CallError::NoMemberHostsKind { kind }), source);
+        };
+        let target = format!("{id} {method}");
+        if owner.id == self.shared.me.id {
+            let (tx, rx) = oneshot::channel();
+            let inv = Invocation {
+                method: method.to_string(),
+                payload,
+                headers: headers.clone(),
+                deadline,
+                reply: Box::new(tx),
+                guard: self.shared.inflight.enter(),
+            };
+            let new_context = |id| GrainContext::new(id, self.clone());
+            self.shared.catalog.deliver(id.clone(), inv, &new_context);
+            let result = match tokio::time::timeout_at(deadline, rx).await {
+                Err(_) => Err(CallError::Timeout {
+                    target,
+                    after: Duration::ZERO,
+                }),
+                Ok(Err(_)) => Err(CallError::from(GrainError::new(
+                    Code::Internal,
+                    format!("{target}: the activation ended without answering"),
+                ))),
+                Ok(Ok(r)) => r,
+            };
+            return (result, source);
+        }
+        let Some(link) = self.shared.links.get(&owner, &self.shared.topology) else {
+            let err = CallError::MemberUnavailable {
+                member: owner.id.clone(),
+                reason: "the member left the topology".into(),
+                maybe_ran: false,
+            };
+            return (Err(err), source);
+        };
+        let request = pb::Request {
+            correlation_id: 0,
+            kind: id.kind().to_string(),
+            identity: id.identity().to_string(),
+            method: method.to_string(),
+            payload,
+            headers: headers.clone(),
+            timeout_micros: 0,
+        };
+        (link.call(request, target, deadline).await, source)
+    }
+}
+
+fn retry_reason(e: &CallError) -> &'static str {
+    match e {
+        CallError::NoMemberHostsKind { .. } => "no_member",
+        CallError::WrongOwner { .. } => "wrong_owner",
+        CallError::ShuttingDown { .. } => "shutting_down",
+        _ => "not_delivered",
+    }
+}

@@ -1,0 +1,184 @@
+//! How a node is set up: [`NodeConfig`], plain data checked by [`NodeConfig::validate`]
+//! (and by `Node::start`, which also checks the kinds with [`validate_kinds`]).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::call::{Backoff, CallOptions};
+use crate::grain::Kind;
+
+/// The most bytes of a call's addressing (kind, identity, method and headers together)
+/// and of a failure's message. With the payload limit, this keeps every envelope
+/// within `max_message_bytes`, so one oversized call cannot break the stream that other
+/// calls share.
+pub(crate) const MAX_ENVELOPE_META_BYTES: usize = 64 << 10;
+
+/// How a node is set up. Plain data: build it, then [`NodeConfig::validate`] (done by
+/// [`Node::start`] too).
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The cluster's name; members of other clusters are refused. Default
+    /// `grain-cluster`.
+    pub cluster_name: String,
+    /// This member's id; default: a random id prefixed with `member_prefix`.
+    pub member_id: Option<String>,
+    /// The prefix of a random member id (e.g. the role, `fizz`). Default `member`.
+    pub member_prefix: String,
+    /// Where the gRPC server listens. Default `127.0.0.1:0` (loopback, any free port).
+    pub bind: SocketAddr,
+    /// The `host:port` other members use to reach this one. Default: the bound address
+    /// (required when binding an unspecified address such as `0.0.0.0`).
+    pub advertise: Option<String>,
+    /// The options of calls made without explicit options.
+    pub call_defaults: CallOptions,
+    /// Calls a peer may have in flight on this member at once; more wait (backpressure).
+    pub max_inflight_per_peer: usize,
+    /// Requests queued per outbound link before callers wait.
+    pub outbound_queue: usize,
+    /// The most envelopes written as one batch.
+    pub max_batch: usize,
+    /// The largest gRPC message, in bytes, sent or accepted.
+    pub max_message_bytes: usize,
+    /// The largest request or response payload, in bytes.
+    pub max_payload_bytes: usize,
+    /// How long connecting (and handshaking) with a peer may take.
+    pub connect_timeout: Duration,
+    /// Pauses between reconnection attempts.
+    pub reconnect_backoff: Backoff,
+    /// How long a blocking membership query waits.
+    pub membership_wait: Duration,
+    /// The shortest pause between two membership queries.
+    pub membership_min_interval: Duration,
+    /// How long a graceful shutdown waits for in-flight calls and passivation.
+    pub shutdown_grace: Duration,
+    /// Where the runtime records its metrics ([`crate::metrics::CATALOG`]); `None`
+    /// records nothing. Binaries build it from their own `MeterProvider`; nothing is
+    /// read from a global.
+    pub meter: Option<opentelemetry::metrics::Meter>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            cluster_name: "grain-cluster".into(),
+            member_id: None,
+            member_prefix: "member".into(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            call_defaults: CallOptions::default(),
+            max_inflight_per_peer: 10_000,
+            outbound_queue: 10_000,
+            max_batch: 256,
+            max_message_bytes: 16 << 20,
+            max_payload_bytes: 4 << 20,
+            connect_timeout: Duration::from_secs(2),
+            reconnect_backoff: Backoff {
+                initial: Duration::from_millis(50),
+                max: Duration::from_secs(5),
+                multiplier: 2,
+            },
+            membership_wait: Duration::from_secs(30),
+            membership_min_interval: Duration::from_millis(20),
+            shutdown_grace: Duration::from_secs(10),
+            meter: None,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Checks the configuration; the message names the wrong setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        if !name_ok(&self.cluster_name) {
+            return Err(format!(
+                "cluster_name {:?} must be 1-128 characters of letters, digits, '-', '_' or '.'",
+                self.cluster_name
+            ));
+        }
+        if let Some(id) = &self.member_id
+            && !name_ok(id)
+        {
+            return Err(format!(
+                "member_id {id:?} must be 1-128 characters of letters, digits, '-', '_' or '.'"
+            ));
+        }
+        if !name_ok(&self.member_prefix) {
+            return Err(format!(
+                "member_prefix {:?} is not a valid name",
+                self.member_prefix
+            ));
+        }
+        if self.bind.ip().is_unspecified() && self.advertise.is_none() {
+            return Err(format!(
+                "bind address {} listens on every interface: set advertise to the host:port other members should use",
+                self.bind
+            ));
+        }
+        if let Some(a) = &self.advertise {
+            let ok = a
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                return Err(format!(
+                    "advertise {a:?} must be host:port with a non-zero port"
+                ));
+            }
+        }
+        self.call_defaults
+            .validate()
+            .map_err(|e| format!("call_defaults: {e}"))?;
+        self.reconnect_backoff
+            .validate()
+            .map_err(|e| format!("reconnect_backoff: {e}"))?;
+        let positive = [
+            ("max_inflight_per_peer", self.max_inflight_per_peer),
+            ("outbound_queue", self.outbound_queue),
+            ("max_batch", self.max_batch),
+            ("max_payload_bytes", self.max_payload_bytes),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(format!("{name} must be greater than zero"));
+            }
+        }
+        let room = MAX_ENVELOPE_META_BYTES + 1024;
+        if self.max_message_bytes < self.max_payload_bytes.saturating_add(room) {
+            return Err(format!(
+                "max_message_bytes must exceed max_payload_bytes by at least {} KiB \
+                 (room for the kind, identity, method and headers of a call)",
+                room >> 10
+            ));
+        }
+        for (name, d) in [
+            ("connect_timeout", self.connect_timeout),
+            ("membership_wait", self.membership_wait),
+            ("shutdown_grace", self.shutdown_grace),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{name} must be greater than zero"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks the kinds a node is to host: each name once, every idle timeout positive.
+pub(crate) fn validate_kinds(kinds: &[Kind]) -> Result<(), String> {
+    let mut names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!("kind {} is registered twice", w[0]));
+    }
+    if let Some(k) = kinds.iter().find(|k| k.idle_timeout.is_zero()) {
+        return Err(format!(
+            "kind {}: idle_timeout must be greater than zero",
+            k.name()
+        ));
+    }
+    Ok(())
+}
