@@ -1,5 +1,6 @@
 //! What the binaries share: argument parsing with exit status 64 on a bad option,
-//! logging to stderr, signals, and the mains themselves.
+//! logging to stderr, the runtime, and the mains themselves (stop signals are in
+//! `process`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use crate::client::{ClientCommand, run_client, verdict};
 use crate::config::{CommonArgs, NodeSetup, Role};
 use crate::launcher::{AgentArgs, UpArgs, agent, up};
 use crate::nodes::{HostArgs, run_host};
+use crate::process::shutdown_signal;
 use crate::{AppError, exit};
 
 /// Parses arguments; help and version exit 0, a bad option exits 64 with clap's message
@@ -35,49 +37,6 @@ pub fn init_logging(filter: &str) -> Result<(), AppError> {
         .with_env_filter(filter)
         .try_init();
     Ok(())
-}
-
-/// `FIZZBUZZ_PARENT_PID` (set by `fizzbuzz up` for its children): stop when the parent
-/// with this process id is gone (this process was re-parented), however it died.
-pub const ENV_PARENT_PID: &str = "FIZZBUZZ_PARENT_PID";
-
-/// Resolves when the parent named by `FIZZBUZZ_PARENT_PID` is gone; never without it.
-async fn parent_gone() {
-    let expected = std::env::var(ENV_PARENT_PID)
-        .ok()
-        .and_then(|p| p.parse::<i32>().ok());
-    let Some(expected) = expected else {
-        return std::future::pending().await;
-    };
-    loop {
-        if nix::unistd::getppid().as_raw() != expected {
-            tracing::warn!("the parent process {expected} went away; stopping");
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM — and, for children of `fizzbuzz up`, when
-/// the parent goes away.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let parent_gone = parent_gone();
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-                _ = parent_gone => {}
-            }
-        }
-        Err(_) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = parent_gone => {}
-            }
-        }
-    }
 }
 
 fn run(

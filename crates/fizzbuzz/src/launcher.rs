@@ -13,6 +13,7 @@ use tokio::process::{Child, Command};
 use crate::AppError;
 use crate::client::ClientArgs;
 use crate::config::{ENV_CLUSTER, ENV_LOG, ENV_WORKERS, ExportArgs, Role, parse_workers};
+use crate::process::ENV_PARENT_PID;
 
 /// Options of `fizzbuzz up`.
 #[derive(clap::Args, Clone, Debug)]
@@ -95,7 +96,7 @@ fn node_command(role: Role) -> Result<Command, AppError> {
     command
         .kill_on_drop(true)
         .stdin(Stdio::null())
-        .env(crate::cli::ENV_PARENT_PID, std::process::id().to_string());
+        .env(ENV_PARENT_PID, std::process::id().to_string());
     Ok(command)
 }
 

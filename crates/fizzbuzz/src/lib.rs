@@ -19,6 +19,7 @@ pub mod config;
 pub mod grains;
 pub mod launcher;
 pub mod nodes;
+pub mod process;
 pub mod stats;
 
 /// The generated contracts of `proto/fizzbuzz/v1/fizzbuzz.proto`.
