@@ -1,0 +1,141 @@
+//! The client's options (`client`, and `fizzbuzz up` which passes them on) and their
+//! checks.
+
+use std::time::Duration;
+
+use crate::AppError;
+use crate::config::{CommonArgs, parse_duration};
+
+/// How results are printed on stdout.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One line per number: `1`, `2`, `Fizz`, …
+    Text,
+    /// One JSON object per line: `{"number":1,"message":""}`.
+    Json,
+}
+
+/// What the client does.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ClientArgs {
+    /// How many numbers, 1 to N.
+    #[arg(long, default_value_t = 100)]
+    pub count: u64,
+    /// How many numbers in flight at once (results are still printed in order).
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// The grain identity to call.
+    #[arg(long, default_value = "grain1")]
+    pub identity: String,
+    /// Spread the numbers over this many identities (grain1 … grainN) instead of one.
+    #[arg(long)]
+    pub identities: Option<u32>,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// How long to wait for members hosting FizzService and BuzzService.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub wait_timeout: Duration,
+    /// The deadline of one call (retries included).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub call_timeout: Duration,
+    /// Keep going (1..=count, again and again) until stopped: live data for dashboards.
+    #[arg(long)]
+    pub forever: bool,
+    /// At most this many numbers per second (default: as fast as possible).
+    #[arg(long)]
+    pub rate: Option<f64>,
+}
+
+impl Default for ClientArgs {
+    fn default() -> Self {
+        Self {
+            count: 100,
+            concurrency: 32,
+            identity: "grain1".into(),
+            identities: None,
+            format: Format::Text,
+            wait_timeout: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(5),
+            forever: false,
+            rate: None,
+        }
+    }
+}
+
+fn millis(d: Duration) -> String {
+    format!("{}ms", d.as_millis().max(1))
+}
+
+impl ClientArgs {
+    /// Checks the options; the message names the wrong one.
+    pub fn validate(&self) -> Result<(), AppError> {
+        let bad = |m: &str| Err(AppError::Usage(m.to_string()));
+        if self.count == 0 || self.count > i64::MAX as u64 {
+            return bad("--count must be between 1 and 9223372036854775807");
+        }
+        if self.concurrency == 0 || self.concurrency > 100_000 {
+            return bad("--concurrency must be between 1 and 100000");
+        }
+        if self.identity.is_empty() {
+            return bad("--identity must not be empty");
+        }
+        if self.identities == Some(0) {
+            return bad("--identities must be at least 1");
+        }
+        if self.wait_timeout.is_zero() {
+            return bad("--wait-timeout must be greater than zero");
+        }
+        if self.call_timeout.is_zero() {
+            return bad("--call-timeout must be greater than zero");
+        }
+        if let Some(r) = self.rate
+            && !(r.is_finite() && (0.001..=1_000_000.0).contains(&r))
+        {
+            return bad("--rate must be between 0.001 and 1000000 numbers per second");
+        }
+        Ok(())
+    }
+
+    /// These options as command-line arguments (for `fizzbuzz up` to pass on).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--count".to_string(),
+            self.count.to_string(),
+            "--concurrency".into(),
+            self.concurrency.to_string(),
+            "--identity".into(),
+            self.identity.clone(),
+            "--format".into(),
+            match self.format {
+                Format::Text => "text".into(),
+                Format::Json => "json".into(),
+            },
+            "--wait-timeout".into(),
+            millis(self.wait_timeout),
+            "--call-timeout".into(),
+            millis(self.call_timeout),
+        ];
+        if let Some(n) = self.identities {
+            a.extend(["--identities".into(), n.to_string()]);
+        }
+        if self.forever {
+            a.push("--forever".into());
+        }
+        if let Some(r) = self.rate {
+            a.extend(["--rate".into(), r.to_string()]);
+        }
+        a
+    }
+}
+
+/// Options of the `client` command.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ClientCommand {
+    /// Options every node takes.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// What to do.
+    #[command(flatten)]
+    pub run: ClientArgs,
+}
