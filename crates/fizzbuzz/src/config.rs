@@ -19,6 +19,15 @@ pub const ENV_ADVERTISE: &str = "FIZZBUZZ_ADVERTISE";
 pub const ENV_LOG: &str = "FIZZBUZZ_LOG";
 /// `FIZZBUZZ_WORKERS`: the async runtime's worker threads.
 pub const ENV_WORKERS: &str = "FIZZBUZZ_WORKERS";
+/// `FIZZBUZZ_OTLP_ENDPOINT`: the OTLP/HTTP metrics URL (`--otlp-endpoint`).
+pub const ENV_OTLP_ENDPOINT: &str = "FIZZBUZZ_OTLP_ENDPOINT";
+/// `FIZZBUZZ_OTLP_HEADERS`: extra export headers, `key=value,key2=value2` as in
+/// `OTEL_EXPORTER_OTLP_HEADERS` (`--otlp-header`; values never shown).
+pub const ENV_OTLP_HEADERS: &str = "FIZZBUZZ_OTLP_HEADERS";
+/// `FIZZBUZZ_METRICS_INTERVAL`: how often metrics are exported (`--metrics-interval`).
+pub const ENV_METRICS_INTERVAL: &str = "FIZZBUZZ_METRICS_INTERVAL";
+/// `FIZZBUZZ_NEW_RELIC_REGION`: `us` or `eu` (`--new-relic-region`).
+pub const ENV_NEW_RELIC_REGION: &str = "FIZZBUZZ_NEW_RELIC_REGION";
 
 /// The role of a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,24 +110,33 @@ pub struct CommonArgs {
     pub telemetry: TelemetryArgs,
 }
 
-/// A `key=value` header from the command line; `Debug` shows the key only.
+/// `key=value` headers (`k=v,k2=v2` allowed) from the command line or
+/// `FIZZBUZZ_OTLP_HEADERS`; `Debug` shows the keys only.
 #[derive(Clone)]
 pub struct HeaderArg(String);
 
 impl std::str::FromStr for HeaderArg {
-    type Err = String;
+    type Err = std::convert::Infallible;
 
+    /// Takes any text: [`ExportArgs::config`] checks it and says what is wrong without
+    /// showing it (clap's own message would quote the value, which may be a secret).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.split_once('=') {
-            Some((k, _)) if !k.trim().is_empty() => Ok(HeaderArg(s.to_string())),
-            _ => Err("must be key=value".into()),
-        }
+        Ok(HeaderArg(s.to_string()))
     }
 }
 
 impl std::fmt::Debug for HeaderArg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}=***", self.0.split('=').next().unwrap_or(""))
+        // Only the keys of well-formed items: a malformed one may be a bare secret.
+        let items: Vec<&str> = self
+            .0
+            .split(',')
+            .map(|item| match item.split_once('=') {
+                Some((k, _)) => k.trim(),
+                None => "?",
+            })
+            .collect();
+        write!(f, "{}=***", items.join("=***,"))
     }
 }
 
@@ -138,17 +156,17 @@ pub struct TelemetryArgs {
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct ExportArgs {
     /// OTLP/HTTP metrics URL, used as is (e.g. http://127.0.0.1:4318/v1/metrics).
-    #[arg(long)]
+    #[arg(long, env = ENV_OTLP_ENDPOINT)]
     pub otlp_endpoint: Option<String>,
     /// An extra export header, key=value (repeatable). Prefer OTEL_EXPORTER_OTLP_HEADERS
-    /// for secrets: command lines are visible to other users.
-    #[arg(long = "otlp-header")]
+    /// or FIZZBUZZ_OTLP_HEADERS for secrets: command lines are visible to other users.
+    #[arg(long = "otlp-header", env = ENV_OTLP_HEADERS, hide_env_values = true)]
     pub otlp_headers: Vec<HeaderArg>,
     /// How often metrics are exported (default 1s, or OTEL_METRIC_EXPORT_INTERVAL).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, env = ENV_METRICS_INTERVAL, value_parser = parse_duration)]
     pub metrics_interval: Option<Duration>,
     /// New Relic region, us or eu (with NEW_RELIC_LICENSE_KEY; or NEW_RELIC_REGION).
-    #[arg(long)]
+    #[arg(long, env = ENV_NEW_RELIC_REGION)]
     pub new_relic_region: Option<String>,
 }
 
@@ -166,25 +184,25 @@ impl ExportArgs {
         TelemetryConfig::from_env(&overrides).map_err(|e| AppError::Usage(e.to_string()))
     }
 
-    /// The same options as command-line arguments, for a child node.
-    pub fn to_args(&self) -> Vec<String> {
-        let mut a = Vec::new();
-        if let Some(e) = &self.otlp_endpoint {
-            a.extend(["--otlp-endpoint".to_string(), e.clone()]);
-        }
-        for h in &self.otlp_headers {
-            a.extend(["--otlp-header".to_string(), h.0.clone()]);
-        }
-        if let Some(d) = self.metrics_interval {
-            a.extend([
-                "--metrics-interval".to_string(),
-                format!("{}us", d.as_micros()),
-            ]);
-        }
-        if let Some(r) = &self.new_relic_region {
-            a.extend(["--new-relic-region".to_string(), r.clone()]);
-        }
-        a
+    /// The same options as the environment variables their flags read, for a child
+    /// node (never its command line: a header may carry a licence key); `None`: the
+    /// variable is to be unset.
+    pub fn to_env(&self) -> Vec<(&'static str, Option<String>)> {
+        // Each header is split on commas when it is used, so joining them is lossless.
+        let headers: Vec<&str> = self.otlp_headers.iter().map(|h| h.0.as_str()).collect();
+        vec![
+            (ENV_OTLP_ENDPOINT, self.otlp_endpoint.clone()),
+            (
+                ENV_OTLP_HEADERS,
+                Some(headers.join(",")).filter(|h| !h.is_empty()),
+            ),
+            (
+                ENV_METRICS_INTERVAL,
+                self.metrics_interval
+                    .map(|d| format!("{}us", d.as_micros())),
+            ),
+            (ENV_NEW_RELIC_REGION, self.new_relic_region.clone()),
+        ]
     }
 }
 
@@ -244,5 +262,33 @@ pub fn parse_workers(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(n) if (1..=1024).contains(&n) => Ok(n),
         _ => Err(format!("must be a whole number from 1 to 1024, got {s:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_shows_its_keys_only() {
+        let h = |s: &str| format!("{:?}", HeaderArg(s.into()));
+        assert_eq!(h("api-key=secret"), "api-key=***");
+        assert_eq!(h("a=1,b=2"), "a=***,b=***");
+        assert_eq!(h("bare-secret"), "?=***");
+    }
+
+    #[test]
+    fn a_malformed_header_is_a_usage_error_that_does_not_show_it() {
+        let export = ExportArgs {
+            otlp_headers: vec![HeaderArg("bare-secret-value".into())],
+            ..ExportArgs::default()
+        };
+        match export.config(None) {
+            Err(AppError::Usage(m)) => {
+                assert!(m.contains("--otlp-header"), "{m}");
+                assert!(!m.contains("bare-secret-value"), "{m}");
+            }
+            other => panic!("want a usage error, got {:?}", other.map(|_| ())),
+        }
     }
 }

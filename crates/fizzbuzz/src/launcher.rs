@@ -1,5 +1,6 @@
 //! `fizzbuzz up` (a dev agent and the three nodes as child processes) and
-//! `fizzbuzz agent` (the dev agent alone).
+//! `fizzbuzz agent` (the dev agent alone). `up` configures its children through their
+//! environment only: their command line carries at most the role.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -100,6 +101,40 @@ fn node_command(role: Role) -> Result<Command, AppError> {
     Ok(command)
 }
 
+/// Every setting `up` gives the node of `role`, as the environment variables its options
+/// read; `None`: unset (so the child does not inherit a stale value).
+fn child_env(role: Role, args: &UpArgs, consul_addr: &str) -> Vec<(&'static str, Option<String>)> {
+    let mut env = vec![
+        (
+            grain_consul::config::ENV_HTTP_ADDR,
+            Some(consul_addr.to_string()),
+        ),
+        (ENV_CLUSTER, Some(args.cluster.clone())),
+        (ENV_LOG, Some(args.log_level.clone())),
+        (ENV_WORKERS, args.workers.map(|n| n.to_string())),
+    ];
+    env.extend(args.export.to_env());
+    if role == Role::Client {
+        env.extend(args.client.to_env());
+    }
+    env
+}
+
+/// How `up` starts the node of `role`: configured through its environment only, since
+/// a command line is visible to every user of the machine (and an export header may
+/// carry a licence key). The rest of this process's environment is inherited
+/// (`CONSUL_HTTP_TOKEN`, `OTEL_*`, `NEW_RELIC_LICENSE_KEY`, …).
+fn child_command(role: Role, args: &UpArgs, consul_addr: &str) -> Result<Command, AppError> {
+    let mut command = node_command(role)?;
+    for (name, value) in child_env(role, args, consul_addr) {
+        match value {
+            Some(v) => command.env(name, v),
+            None => command.env_remove(name),
+        };
+    }
+    Ok(command)
+}
+
 fn terminate(child: &Child) {
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
         let _ = nix::sys::signal::kill(
@@ -170,24 +205,16 @@ pub async fn up(args: &UpArgs, stop: impl Future<Output = ()>) -> Result<u8, App
         "fizzbuzz up: cluster {} on Consul {consul_addr}",
         args.cluster
     );
-    let spawn = |role: Role, extra: Vec<String>, stdout: Stdio| -> Result<Child, AppError> {
-        let mut c = node_command(role)?;
-        c.args(args.export.to_args())
-            .args(extra)
-            .env(grain_consul::config::ENV_HTTP_ADDR, &consul_addr)
-            .env(ENV_CLUSTER, &args.cluster)
-            .env(ENV_LOG, &args.log_level)
+    let spawn = |role: Role, stdout: Stdio| -> Result<Child, AppError> {
+        child_command(role, args, &consul_addr)?
             .stdout(stdout)
-            .stderr(Stdio::inherit());
-        if let Some(n) = args.workers {
-            c.env(ENV_WORKERS, n.to_string());
-        }
-        c.spawn()
+            .stderr(Stdio::inherit())
+            .spawn()
             .map_err(|e| AppError::Failed(format!("cannot start the {} node: {e}", role.name())))
     };
-    let mut fizz = spawn(Role::Fizz, vec![], Stdio::null())?;
-    let mut buzz = spawn(Role::Buzz, vec![], Stdio::null())?;
-    let mut client = spawn(Role::Client, args.client.to_args(), Stdio::inherit())?;
+    let mut fizz = spawn(Role::Fizz, Stdio::null())?;
+    let mut buzz = spawn(Role::Buzz, Stdio::null())?;
+    let mut client = spawn(Role::Client, Stdio::inherit())?;
     tokio::pin!(stop);
     let grace = Duration::from_secs(10);
     let result = tokio::select! {
@@ -219,4 +246,174 @@ pub async fn up(args: &UpArgs, stop: impl Future<Output = ()>) -> Result<u8, App
         a.stop().await;
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::client::ClientCommand;
+    use crate::nodes::HostArgs;
+
+    #[derive(Parser)]
+    struct Up {
+        #[command(flatten)]
+        args: UpArgs,
+    }
+
+    #[derive(Parser)]
+    struct Host {
+        #[command(flatten)]
+        args: HostArgs,
+    }
+
+    #[derive(Parser)]
+    struct Client {
+        #[command(flatten)]
+        command: ClientCommand,
+    }
+
+    const SECRET: &str = "licence-key-0123456789abcdef";
+
+    fn up_args() -> UpArgs {
+        let header = format!("api-key={SECRET}");
+        let argv = [
+            "up",
+            "--cluster",
+            "c1",
+            "--log-level",
+            "debug",
+            "--workers",
+            "3",
+            "--otlp-endpoint",
+            "http://127.0.0.1:9/v1/metrics",
+            "--otlp-header",
+            &header,
+            "--otlp-header",
+            "x-team=red,x-env=test",
+            "--metrics-interval",
+            "1500ms",
+            "--new-relic-region",
+            "eu",
+            "--count",
+            "7",
+            "--concurrency",
+            "3",
+            "--identities",
+            "4",
+            "--format",
+            "json",
+            "--wait-timeout",
+            "2s",
+            "--call-timeout",
+            "250ms",
+            "--forever",
+            "--rate",
+            "12.5",
+        ];
+        Up::try_parse_from(argv)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .args
+    }
+
+    /// Parses `P` as the child would, from the variables `up` sets: each must be read
+    /// by one of the child's options.
+    fn as_child<P: Parser>(env: &[(&str, Option<String>)]) -> P {
+        let command = P::command();
+        let mut argv = vec!["child".to_string()];
+        for (name, value) in env {
+            let Some(value) = value else { continue };
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_env() == Some(OsStr::new(name)))
+                .unwrap_or_else(|| panic!("no option of the child reads {name}"));
+            let long = arg
+                .get_long()
+                .unwrap_or_else(|| panic!("{name}: no long flag"));
+            if arg.get_action().takes_values() {
+                argv.push(format!("--{long}={value}"));
+            } else if value == "true" {
+                argv.push(format!("--{long}"));
+            }
+        }
+        P::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_child_is_configured_through_its_environment_only() {
+        let args = up_args();
+        for role in [Role::Fizz, Role::Buzz, Role::Client] {
+            let command = child_command(role, &args, "http://127.0.0.1:8500")
+                .unwrap_or_else(|e| panic!("{e}"));
+            let command = command.as_std();
+            let argv: Vec<&OsStr> = command.get_args().collect();
+            // The role only when this executable runs itself as `fizzbuzz fizz|…`.
+            assert!(
+                argv.is_empty() || argv == [OsStr::new(role.name())],
+                "{}: options on the command line: {argv:?}",
+                role.name()
+            );
+            let env: Vec<(String, Option<String>)> = command
+                .get_envs()
+                .map(|(k, v)| {
+                    (
+                        k.to_string_lossy().into_owned(),
+                        v.map(|v| v.to_string_lossy().into_owned()),
+                    )
+                })
+                .collect();
+            let get = |name: &str| {
+                env.iter()
+                    .find(|(k, _)| k == name)
+                    .and_then(|(_, v)| v.clone())
+            };
+            assert_eq!(
+                get("CONSUL_HTTP_ADDR").as_deref(),
+                Some("http://127.0.0.1:8500")
+            );
+            assert_eq!(get(ENV_CLUSTER).as_deref(), Some("c1"));
+            assert!(
+                get(crate::config::ENV_OTLP_HEADERS).is_some_and(|h| h.contains(SECRET)),
+                "{}: the export header is not in the environment",
+                role.name()
+            );
+            assert_eq!(
+                get(crate::client::ENV_COUNT).is_some(),
+                role == Role::Client,
+                "{}: the client's options go to the client only",
+                role.name()
+            );
+        }
+    }
+
+    #[test]
+    fn the_children_read_back_every_setting_up_gives_them() {
+        let args = up_args();
+        let consul = "http://127.0.0.1:8500";
+        let host: Host = as_child(&child_env(Role::Fizz, &args, consul));
+        let client: Client = as_child(&child_env(Role::Client, &args, consul));
+        for common in [&host.args.common, &client.command.common] {
+            assert_eq!(common.consul_addr, consul);
+            assert_eq!(common.cluster, args.cluster);
+            assert_eq!(common.log_level, args.log_level);
+            assert_eq!(common.workers, args.workers);
+            assert_eq!(common.telemetry.export.to_env(), args.export.to_env());
+        }
+        assert_eq!(client.command.run.to_env(), args.client.to_env());
+        assert_eq!(
+            format!("{:?}", client.command.run),
+            format!("{:?}", args.client)
+        );
+        // Unset options are unset in the child, not inherited.
+        let plain = Up::try_parse_from(["up"])
+            .unwrap_or_else(|e| panic!("{e}"))
+            .args;
+        let env = child_env(Role::Client, &plain, consul);
+        for name in [crate::client::ENV_RATE, crate::config::ENV_OTLP_HEADERS] {
+            assert!(env.contains(&(name, None)), "{name} is not unset: {env:?}");
+        }
+    }
 }

@@ -468,3 +468,89 @@ async fn the_nodes_of_fizzbuzz_up_stop_when_the_launcher_is_killed() {
         killed.elapsed()
     );
 }
+
+/// The command line of `pid`, argument by argument, from /proc.
+fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// The environment of `pid`, `KEY=value` by `KEY=value`, from /proc.
+fn environ(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_configures_its_nodes_through_their_environment_only() {
+    // Every setting, secrets included, goes to the children in their environment: their
+    // command lines (visible to every user of the machine) carry at most the role.
+    const SECRET: &str = "not-on-any-command-line-0123456789";
+    let header = format!("api-key={SECRET}");
+    let mut up = command(FIZZBUZZ)
+        .args([
+            "up",
+            "--count",
+            "100000",
+            "--rate",
+            "200",
+            "--concurrency",
+            "4",
+        ])
+        .args(["--format", "json", "--workers", "1", "--call-timeout", "3s"])
+        .args(["--otlp-endpoint", "http://127.0.0.1:9/v1/metrics"])
+        .args(["--otlp-header", &header, "--metrics-interval", "1s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pid = up.id().unwrap_or_else(|| panic!("no pid"));
+    let launcher = cmdline(pid);
+    // Found once all three have exec'd (a forked child shows its parent's command line).
+    let mut nodes = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        nodes = children_of(pid)
+            .into_iter()
+            .map(|p| (p, cmdline(p)))
+            .filter(|(_, c)| !c.is_empty() && *c != launcher)
+            .collect();
+        if nodes.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(nodes.len(), 3, "fizz, buzz and client: {nodes:?}");
+    for (pid, args) in &nodes {
+        let options = &args[1..];
+        assert!(
+            options.is_empty()
+                || (options.len() == 1
+                    && ["fizz", "buzz", "client"].contains(&options[0].as_str())),
+            "a node was given options on its command line: {args:?}"
+        );
+        assert!(
+            !args.iter().any(|a| a.contains(SECRET)),
+            "the export header is on a command line: {args:?}"
+        );
+        let env = environ(*pid);
+        assert!(
+            env.iter()
+                .any(|v| v.starts_with("FIZZBUZZ_") && v.contains(SECRET)),
+            "the export header did not reach node {pid} through its environment"
+        );
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(30), up.wait()).await;
+}

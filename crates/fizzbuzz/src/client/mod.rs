@@ -16,5 +16,8 @@ mod progress;
 mod summary;
 
 pub use drive::{run_client, run_numbers};
-pub use options::{ClientArgs, ClientCommand, Format};
+pub use options::{
+    ClientArgs, ClientCommand, ENV_CALL_TIMEOUT, ENV_CONCURRENCY, ENV_COUNT, ENV_FOREVER,
+    ENV_FORMAT, ENV_IDENTITIES, ENV_IDENTITY, ENV_RATE, ENV_WAIT_TIMEOUT, Format,
+};
 pub use summary::{Summary, verdict};

@@ -15,35 +15,54 @@ pub enum Format {
     Json,
 }
 
+/// `FIZZBUZZ_COUNT`: how many numbers (`--count`).
+pub const ENV_COUNT: &str = "FIZZBUZZ_COUNT";
+/// `FIZZBUZZ_CONCURRENCY`: numbers in flight at once (`--concurrency`).
+pub const ENV_CONCURRENCY: &str = "FIZZBUZZ_CONCURRENCY";
+/// `FIZZBUZZ_IDENTITY`: the grain identity called (`--identity`).
+pub const ENV_IDENTITY: &str = "FIZZBUZZ_IDENTITY";
+/// `FIZZBUZZ_IDENTITIES`: spread over this many identities (`--identities`).
+pub const ENV_IDENTITIES: &str = "FIZZBUZZ_IDENTITIES";
+/// `FIZZBUZZ_FORMAT`: `text` or `json` (`--format`).
+pub const ENV_FORMAT: &str = "FIZZBUZZ_FORMAT";
+/// `FIZZBUZZ_WAIT_TIMEOUT`: how long to wait for both kinds (`--wait-timeout`).
+pub const ENV_WAIT_TIMEOUT: &str = "FIZZBUZZ_WAIT_TIMEOUT";
+/// `FIZZBUZZ_CALL_TIMEOUT`: the deadline of one call (`--call-timeout`).
+pub const ENV_CALL_TIMEOUT: &str = "FIZZBUZZ_CALL_TIMEOUT";
+/// `FIZZBUZZ_FOREVER`: `true` to repeat until stopped (`--forever`).
+pub const ENV_FOREVER: &str = "FIZZBUZZ_FOREVER";
+/// `FIZZBUZZ_RATE`: at most this many numbers per second (`--rate`).
+pub const ENV_RATE: &str = "FIZZBUZZ_RATE";
+
 /// What the client does.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ClientArgs {
     /// How many numbers, 1 to N.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, env = ENV_COUNT, default_value_t = 100)]
     pub count: u64,
     /// How many numbers in flight at once (results are still printed in order).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, env = ENV_CONCURRENCY, default_value_t = 32)]
     pub concurrency: usize,
     /// The grain identity to call.
-    #[arg(long, default_value = "grain1")]
+    #[arg(long, env = ENV_IDENTITY, default_value = "grain1")]
     pub identity: String,
     /// Spread the numbers over this many identities (grain1 … grainN) instead of one.
-    #[arg(long)]
+    #[arg(long, env = ENV_IDENTITIES)]
     pub identities: Option<u32>,
     /// Output format on stdout.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    #[arg(long, env = ENV_FORMAT, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// How long to wait for members hosting FizzService and BuzzService.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = ENV_WAIT_TIMEOUT, default_value = "30s", value_parser = parse_duration)]
     pub wait_timeout: Duration,
     /// The deadline of one call (retries included).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = ENV_CALL_TIMEOUT, default_value = "5s", value_parser = parse_duration)]
     pub call_timeout: Duration,
     /// Keep going (1..=count, again and again) until stopped: live data for dashboards.
-    #[arg(long)]
+    #[arg(long, env = ENV_FOREVER)]
     pub forever: bool,
     /// At most this many numbers per second (default: as fast as possible).
-    #[arg(long)]
+    #[arg(long, env = ENV_RATE)]
     pub rate: Option<f64>,
 }
 
@@ -97,35 +116,29 @@ impl ClientArgs {
         Ok(())
     }
 
-    /// These options as command-line arguments (for `fizzbuzz up` to pass on).
-    pub fn to_args(&self) -> Vec<String> {
-        let mut a = vec![
-            "--count".to_string(),
-            self.count.to_string(),
-            "--concurrency".into(),
-            self.concurrency.to_string(),
-            "--identity".into(),
-            self.identity.clone(),
-            "--format".into(),
-            match self.format {
-                Format::Text => "text".into(),
-                Format::Json => "json".into(),
-            },
-            "--wait-timeout".into(),
-            millis(self.wait_timeout),
-            "--call-timeout".into(),
-            millis(self.call_timeout),
-        ];
-        if let Some(n) = self.identities {
-            a.extend(["--identities".into(), n.to_string()]);
-        }
-        if self.forever {
-            a.push("--forever".into());
-        }
-        if let Some(r) = self.rate {
-            a.extend(["--rate".into(), r.to_string()]);
-        }
-        a
+    /// These options as the environment variables their flags read (for `fizzbuzz up`
+    /// to pass on); `None`: the variable is to be unset.
+    pub fn to_env(&self) -> Vec<(&'static str, Option<String>)> {
+        vec![
+            (ENV_COUNT, Some(self.count.to_string())),
+            (ENV_CONCURRENCY, Some(self.concurrency.to_string())),
+            (ENV_IDENTITY, Some(self.identity.clone())),
+            (ENV_IDENTITIES, self.identities.map(|n| n.to_string())),
+            (
+                ENV_FORMAT,
+                Some(
+                    match self.format {
+                        Format::Text => "text",
+                        Format::Json => "json",
+                    }
+                    .into(),
+                ),
+            ),
+            (ENV_WAIT_TIMEOUT, Some(millis(self.wait_timeout))),
+            (ENV_CALL_TIMEOUT, Some(millis(self.call_timeout))),
+            (ENV_FOREVER, Some(self.forever.to_string())),
+            (ENV_RATE, self.rate.map(|r| r.to_string())),
+        ]
     }
 }
 
