@@ -1,65 +1,57 @@
-//! Latency percentiles in bounded memory: a log-bucketed histogram (2 % resolution).
+//! Latency percentiles in bounded memory: a thin wrapper over `hdrhistogram` that
+//! records durations in microseconds, from 1 µs to an hour, to 3 significant digits.
 
 use std::time::Duration;
 
-/// Counts durations in buckets that grow by 2 %, from 1 µs to about 3 hours; memory is
-/// fixed however many samples arrive.
-#[derive(Clone, Debug)]
+/// The longest latency told apart from longer ones; longer samples count as this.
+const HIGHEST_MICROS: u64 = 3_600_000_000;
+
+/// Counts durations; memory is fixed however many samples arrive.
+#[derive(Clone, Default)]
 pub struct Histogram {
-    buckets: Vec<u64>,
-    count: u64,
-}
-
-const GROWTH: f64 = 1.02;
-const BUCKETS: usize = 1200;
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Self {
-            buckets: vec![0; BUCKETS],
-            count: 0,
-        }
-    }
+    /// Made at the first sample (no samples, no memory).
+    inner: Option<hdrhistogram::Histogram<u64>>,
 }
 
 impl Histogram {
-    fn bucket(d: Duration) -> usize {
-        let micros = d.as_secs_f64() * 1e6;
-        if micros <= 1.0 {
-            return 0;
-        }
-        ((micros.ln() / GROWTH.ln()) as usize + 1).min(BUCKETS - 1)
-    }
-
-    fn upper(bucket: usize) -> Duration {
-        Duration::from_secs_f64(GROWTH.powi(bucket as i32) / 1e6)
-    }
-
     /// Adds one sample.
     pub fn record(&mut self, d: Duration) {
-        self.buckets[Self::bucket(d)] += 1;
-        self.count += 1;
+        if self.inner.is_none() {
+            // The bounds are constants that hdrhistogram accepts (see the tests).
+            self.inner = hdrhistogram::Histogram::new_with_bounds(1, HIGHEST_MICROS, 3).ok();
+        }
+        if let Some(h) = &mut self.inner {
+            h.saturating_record(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        }
     }
 
     /// How many samples.
     pub fn count(&self) -> u64 {
-        self.count
+        self.inner.as_ref().map_or(0, |h| h.len())
     }
 
-    /// The `q` quantile (0.0–1.0), within 2 %; `None` without samples.
+    /// The `q` quantile (0.0–1.0), within 0.1 %; `None` without samples.
     pub fn quantile(&self, q: f64) -> Option<Duration> {
-        if self.count == 0 {
-            return None;
-        }
-        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (i, n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return Some(Self::upper(i));
-            }
-        }
-        Some(Self::upper(BUCKETS - 1))
+        let h = self.inner.as_ref().filter(|h| !h.is_empty())?;
+        Some(Duration::from_micros(
+            h.value_at_quantile(q.clamp(0.0, 1.0)),
+        ))
+    }
+
+    /// The longest sample, within 0.1 %; `None` without samples.
+    pub fn max(&self) -> Option<Duration> {
+        let h = self.inner.as_ref().filter(|h| !h.is_empty())?;
+        Some(Duration::from_micros(h.max()))
+    }
+}
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Histogram")
+            .field("count", &self.count())
+            .field("p50", &self.quantile(0.5))
+            .field("max", &self.max())
+            .finish()
     }
 }
 
@@ -79,5 +71,16 @@ mod tests {
         }
         assert_eq!(h.count(), 10_000);
         assert_eq!(Histogram::default().quantile(0.5), None);
+    }
+
+    #[test]
+    fn the_bounds_are_accepted_and_long_samples_saturate() {
+        let mut h = Histogram::default();
+        h.record(Duration::ZERO);
+        h.record(Duration::from_secs(10 * 3600));
+        assert_eq!(h.count(), 2);
+        let max = h.max().map_or(0.0, |d| d.as_secs_f64());
+        assert!((max - 3600.0).abs() / 3600.0 <= 0.001, "max {max} s");
+        assert_eq!(Histogram::default().max(), None);
     }
 }

@@ -69,7 +69,7 @@ pub async fn run_numbers(
     tokio::pin!(stop);
 
     let mut summary = Summary::default();
-    let mut progress = Progress::new(args);
+    let progress = Progress::new(args);
     let started = Instant::now();
     let mut lines = Lines::new(args.format);
     loop {

@@ -50,11 +50,13 @@ impl Summary {
             }
         );
         for (name, h) in [("SayFizz", &self.fizz), ("SayBuzz", &self.buzz)] {
-            let ms = |q: f64| h.quantile(q).map_or(0.0, |d| d.as_secs_f64() * 1e3);
+            let ms = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e3);
             s.push_str(&format!(
-                "  {name}  p50 {:.2} ms  p99 {:.2} ms  ({} calls)\n",
-                ms(0.5),
-                ms(0.99),
+                "  {name}  p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} calls)\n",
+                ms(h.quantile(0.5)),
+                ms(h.quantile(0.9)),
+                ms(h.quantile(0.99)),
+                ms(h.max()),
                 h.count()
             ));
         }
