@@ -132,7 +132,7 @@ impl fmt::Debug for Overrides {
         f.debug_struct("Overrides")
             .field(
                 "endpoint",
-                &self.endpoint.as_deref().map(crate::export::redact_url),
+                &self.endpoint.as_deref().map(crate::redact::redact_url),
             )
             .field("headers", &names)
             .field("interval", &self.interval)
@@ -191,7 +191,10 @@ fn parse_pairs(var: &str, s: &str) -> Result<Vec<(String, String)>, TelemetryErr
     let mut out = Vec::new();
     for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let (k, v) = item.split_once('=').ok_or_else(|| {
-            TelemetryError::Config(format!("{var}: {} is not key=value", redact_item(item)))
+            TelemetryError::Config(format!(
+                "{var}: {} is not key=value",
+                crate::redact::redact_item(item)
+            ))
         })?;
         let k = percent_decode(k.trim());
         if k.is_empty() {
@@ -202,11 +205,6 @@ fn parse_pairs(var: &str, s: &str) -> Result<Vec<(String, String)>, TelemetryErr
         out.push((k, percent_decode(v.trim())));
     }
     Ok(out)
-}
-
-/// Describes a malformed item without showing any of it (it may be a secret).
-fn redact_item(item: &str) -> String {
-    format!("an item of {} characters", item.chars().count())
 }
 
 fn millis(var: &str, s: &str) -> Result<Duration, TelemetryError> {
@@ -380,7 +378,7 @@ impl TelemetryConfig {
         {
             return Err(TelemetryError::Config(format!(
                 "metrics endpoint {:?} must start with http:// or https://",
-                crate::export::redact_url(e)
+                crate::redact::redact_url(e)
             )));
         }
         if self.interval < Duration::from_millis(100) {

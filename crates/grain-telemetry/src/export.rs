@@ -14,23 +14,10 @@ use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 
 use crate::TelemetryError;
 use crate::config::{Compression, TelemetryConfig, TemporalityPreference};
+use crate::redact::redact_url;
 
 /// How often the same kind of failure is logged at most.
 const LOG_EVERY: Duration = Duration::from_secs(60);
-
-/// A URL without user info or query (which may carry credentials).
-pub(crate) fn redact_url(url: &str) -> String {
-    let no_query = url.split(['?', '#']).next().unwrap_or(url);
-    match no_query.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((_, host)) if !host.contains('/') || rest.find('@') < rest.find('/') => {
-                format!("{scheme}://***@{host}")
-            }
-            _ => no_query.to_string(),
-        },
-        None => no_query.to_string(),
-    }
-}
 
 pub(crate) fn build(
     config: &TelemetryConfig,
@@ -297,21 +284,5 @@ mod tests {
             assert_eq!(k, *kind, "{error}");
             assert!(meaning.contains(says), "{error}: {meaning}");
         }
-    }
-
-    #[test]
-    fn urls_lose_credentials_and_queries() {
-        assert_eq!(
-            redact_url("https://user:pw@host:4318/v1/metrics"),
-            "https://***@host:4318/v1/metrics"
-        );
-        assert_eq!(
-            redact_url("http://host/v1/metrics?api-key=x"),
-            "http://host/v1/metrics"
-        );
-        assert_eq!(
-            redact_url("http://127.0.0.1:4318/v1/metrics"),
-            "http://127.0.0.1:4318/v1/metrics"
-        );
     }
 }

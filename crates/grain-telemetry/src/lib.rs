@@ -19,6 +19,7 @@
 mod config;
 mod export;
 mod process;
+mod redact;
 
 pub use process::{INSTRUMENTS as PROCESS_INSTRUMENTS, ProcessInstrument};
 
@@ -110,7 +111,7 @@ impl Telemetry {
             .build();
         if config.new_relic && !endpoint.contains(".nr-data.net") {
             tracing::warn!(
-                endpoint = %export::redact_url(&endpoint),
+                endpoint = %redact::redact_url(&endpoint),
                 "NEW_RELIC_LICENSE_KEY is sent as the api-key header to an endpoint that is not New Relic's"
             );
         }
@@ -124,7 +125,7 @@ impl Telemetry {
             .build();
         process::register(&provider.meter("grain-telemetry"));
         tracing::info!(
-            endpoint = %export::redact_url(&endpoint),
+            endpoint = %redact::redact_url(&endpoint),
             interval = ?config.interval,
             temporality = ?config.temporality,
             compression = ?config.compression,
