@@ -5,18 +5,21 @@
 //!   cluster, with a TTL check it keeps passing; the topology is watched with blocking
 //!   queries on the passing instances. Configured by [`ConsulConfig`] (environment:
 //!   `CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN`, `CONSUL_DATACENTER`).
-//! - [`agent::DevAgent`]: a Consul-compatible dev agent for machines with no Consul,
-//!   also runnable as the `consul-dev-agent` binary.
+//! - `agent::DevAgent` (feature `dev-agent`, off by default): a Consul-compatible dev
+//!   agent for machines with no Consul, also runnable as the `consul-dev-agent` binary.
+//!   Without the feature this crate builds no HTTP server and no command-line parser.
 //!
 //! This crate knows nothing of activations or transport: it only speaks the membership
 //! contract.
 
+#[cfg(feature = "dev-agent")]
 pub mod agent;
 pub mod api;
 mod client;
 pub mod config;
 mod provider;
 
+#[cfg(feature = "dev-agent")]
 pub use agent::{DevAgent, DevAgentConfig, DevAgentError};
 pub use client::ConsulError;
 pub use config::{ConsulConfig, Token};
