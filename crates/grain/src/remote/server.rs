@@ -229,8 +229,8 @@ impl Server {
                 .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
                 .initial_stream_window_size(Some(4 << 20))
                 .initial_connection_window_size(Some(8 << 20))
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async {
+                // One service, served directly: no router (and no web framework).
+                .serve_with_incoming_shutdown(service, incoming, async {
                     let _ = stopped.await;
                 })
                 .await;
