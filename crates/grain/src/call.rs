@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// How a call is made. `Default` gives: 5 s deadline, no separate attempt timeout, up to
-/// 5 attempts, backoff 10 ms doubling to at most 250 ms, jittered.
+/// 5 attempts, backoff 10 ms doubling to at most 250 ms, jittered, not idempotent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallOptions {
     /// The overall deadline, across all attempts.
@@ -21,6 +21,12 @@ pub struct CallOptions {
     pub backoff: Backoff,
     /// Headers that travel with this call (e.g. `traceparent`).
     pub headers: HashMap<String, String>,
+    /// The method may run more than once without harm (protobuf's
+    /// `idempotency_level = NO_SIDE_EFFECTS` or `IDEMPOTENT`; generated clients say so
+    /// for such methods whatever this field holds). Such a call is also retried after
+    /// an attempt that *may* have run: its link broke or the owner left after it was
+    /// written, or the attempt timed out before the overall deadline.
+    pub idempotent: bool,
 }
 
 impl Default for CallOptions {
@@ -31,6 +37,7 @@ impl Default for CallOptions {
             max_attempts: 5,
             backoff: Backoff::default(),
             headers: HashMap::new(),
+            idempotent: false,
         }
     }
 }
@@ -51,6 +58,13 @@ impl CallOptions {
     /// These options with at most `n` attempts (at least 1).
     pub fn with_max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = n.max(1);
+        self
+    }
+
+    /// These options for a method that may run more than once without harm (see
+    /// [`CallOptions::idempotent`]).
+    pub fn with_idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = idempotent;
         self
     }
 

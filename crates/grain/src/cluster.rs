@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,6 +32,7 @@ pub(crate) struct Shared {
     pub(crate) inflight: Arc<InFlight>,
     pub(crate) topology: Arc<TopologyView>,
     pub(crate) links: Arc<Links>,
+    pub(crate) retries: RetryCounters,
 }
 
 /// A handle on the cluster, as seen from one member: call grains, look at the topology.
@@ -68,6 +70,16 @@ impl Cluster {
     /// This member.
     pub fn member(&self) -> &Member {
         &self.shared.me
+    }
+
+    /// How many times this member's calls were retried, by reason, since it started.
+    pub fn retries(&self) -> RetryCounts {
+        let counts = RetryReason::ALL
+            .iter()
+            .zip(&self.shared.retries.0)
+            .map(|(r, n)| (r.as_str(), n.load(Ordering::Relaxed)))
+            .collect();
+        RetryCounts { counts }
     }
 
     /// The options used by [`Cluster::call`].
@@ -140,14 +152,29 @@ impl Cluster {
     ///
     /// The call goes to the member that owns `id` under this member's topology. It is
     /// retried (up to `max_attempts`, with backoff, within `timeout`) only when it
-    /// provably did not run; a retry waits for the backoff or a topology change,
-    /// whichever comes first.
+    /// provably did not run — or, for an idempotent method
+    /// ([`CallOptions::idempotent`]), also when an attempt may have run; a retry waits
+    /// for the backoff or a topology change, whichever comes first.
     pub async fn call_with(
         &self,
         id: &ClusterIdentity,
         method: &str,
         payload: Bytes,
         options: &CallOptions,
+    ) -> Result<Bytes, CallError> {
+        self.call_with_idempotency(id, method, payload, options, options.idempotent)
+            .await
+    }
+
+    /// [`Cluster::call_with`], with `idempotent` saying whether the method may run more
+    /// than once (generated clients pass what the `.proto` declares).
+    pub(crate) async fn call_with_idempotency(
+        &self,
+        id: &ClusterIdentity,
+        method: &str,
+        payload: Bytes,
+        options: &CallOptions,
+        idempotent: bool,
     ) -> Result<Bytes, CallError> {
         let started = Instant::now();
         let deadline = started + options.timeout;
@@ -203,14 +230,29 @@ impl Cluster {
             if attempt == 1 {
                 source = from;
             }
+            let reason = match &result {
+                Err(e) if attempt < options.max_attempts.max(1) => retry_reason(e, idempotent),
+                _ => None,
+            };
             match result {
-                Err(e) if e.provably_not_run() && attempt < options.max_attempts.max(1) => {
+                Err(e) if reason.is_some() && Instant::now() < deadline => {
+                    let reason = reason.unwrap_or(RetryReason::NotDelivered);
                     let pause = options.backoff.delay(attempt);
                     if Instant::now() + pause >= deadline {
-                        finish(source, "error");
-                        return Err(e);
+                        return Err(match e {
+                            CallError::Timeout { target, .. } => {
+                                finish(source, "timeout");
+                                let after = started.elapsed();
+                                CallError::Timeout { target, after }
+                            }
+                            e => {
+                                finish(source, "error");
+                                e
+                            }
+                        });
                     }
-                    metrics.retried(kind, method, retry_reason(&e));
+                    self.shared.retries.count(reason);
+                    metrics.retried(kind, method, reason.as_str());
                     tracing::debug!(target_grain = %id, method, attempt, error = %e, ?pause, "retrying call");
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
@@ -302,11 +344,156 @@ impl Cluster {
     }
 }
 
-fn retry_reason(e: &CallError) -> &'static str {
+/// Why an attempt is retried, or `None` when it must not be: only when it provably did
+/// not run, or — for an idempotent method — when it may have run.
+fn retry_reason(e: &CallError, idempotent: bool) -> Option<RetryReason> {
     match e {
-        CallError::NoMemberHostsKind { .. } => "no_member",
-        CallError::WrongOwner { .. } => "wrong_owner",
-        CallError::ShuttingDown { .. } => "shutting_down",
-        _ => "not_delivered",
+        CallError::NoMemberHostsKind { .. } => Some(RetryReason::NoMember),
+        CallError::WrongOwner { .. } => Some(RetryReason::WrongOwner),
+        CallError::ShuttingDown { .. } => Some(RetryReason::ShuttingDown),
+        CallError::MemberUnavailable {
+            maybe_ran: false, ..
+        } => Some(RetryReason::NotDelivered),
+        CallError::MemberUnavailable {
+            maybe_ran: true, ..
+        } if idempotent => Some(RetryReason::MaybeRan),
+        CallError::Timeout { .. } if idempotent => Some(RetryReason::AttemptTimeout),
+        _ => None,
+    }
+}
+
+/// Why a call was sent again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RetryReason {
+    NoMember,
+    WrongOwner,
+    ShuttingDown,
+    NotDelivered,
+    MaybeRan,
+    AttemptTimeout,
+}
+
+impl RetryReason {
+    const ALL: [RetryReason; 6] = [
+        RetryReason::NoMember,
+        RetryReason::WrongOwner,
+        RetryReason::ShuttingDown,
+        RetryReason::NotDelivered,
+        RetryReason::MaybeRan,
+        RetryReason::AttemptTimeout,
+    ];
+
+    /// The metric attribute and the name in [`RetryCounts`].
+    fn as_str(self) -> &'static str {
+        match self {
+            RetryReason::NoMember => "no_member",
+            RetryReason::WrongOwner => "wrong_owner",
+            RetryReason::ShuttingDown => "shutting_down",
+            RetryReason::NotDelivered => "not_delivered",
+            RetryReason::MaybeRan => "maybe_ran",
+            RetryReason::AttemptTimeout => "attempt_timeout",
+        }
+    }
+}
+
+/// Counts of retries by reason, kept by each member for its own calls.
+#[derive(Default)]
+pub(crate) struct RetryCounters([AtomicU64; 6]);
+
+impl RetryCounters {
+    fn count(&self, reason: RetryReason) {
+        let i = RetryReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.0[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How many times this member's calls were sent again, by reason, since it started
+/// ([`Cluster::retries`]). Reasons: `no_member` (no member hosted the kind),
+/// `wrong_owner` (the member asked said it does not own the identity), `shutting_down`
+/// (the owner was leaving and refused the call), `not_delivered` (the call never
+/// reached the owner), `maybe_ran` (an idempotent call whose link broke or whose owner
+/// left after it was written), `attempt_timeout` (an idempotent call's attempt timed
+/// out before its deadline).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetryCounts {
+    counts: Vec<(&'static str, u64)>,
+}
+
+impl RetryCounts {
+    /// Every reason with its count, zeros included, in a fixed order.
+    pub fn by_reason(&self) -> &[(&'static str, u64)] {
+        &self.counts
+    }
+
+    /// The count of `reason` (0 for an unknown reason).
+    pub fn get(&self, reason: &str) -> u64 {
+        self.counts
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// All retries.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().map(|(_, n)| n).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::MemberId;
+
+    fn maybe_ran() -> CallError {
+        CallError::MemberUnavailable {
+            member: MemberId::new("m"),
+            reason: "the link broke".into(),
+            maybe_ran: true,
+        }
+    }
+
+    fn timeout() -> CallError {
+        CallError::Timeout {
+            target: "K/a M".into(),
+            after: Duration::from_millis(5),
+        }
+    }
+
+    #[test]
+    fn a_call_that_may_have_run_is_retried_only_when_its_method_is_idempotent() {
+        for e in [maybe_ran(), timeout()] {
+            assert_eq!(retry_reason(&e, false), None, "{e}");
+        }
+        assert_eq!(
+            retry_reason(&maybe_ran(), true),
+            Some(RetryReason::MaybeRan)
+        );
+        assert_eq!(
+            retry_reason(&timeout(), true),
+            Some(RetryReason::AttemptTimeout)
+        );
+    }
+
+    #[test]
+    fn a_call_that_provably_did_not_run_is_retried_whatever_its_method() {
+        let not_run = CallError::MemberUnavailable {
+            member: MemberId::new("m"),
+            reason: "connection refused".into(),
+            maybe_ran: false,
+        };
+        for idempotent in [false, true] {
+            assert_eq!(
+                retry_reason(&not_run, idempotent),
+                Some(RetryReason::NotDelivered)
+            );
+            let app = CallError::Application {
+                code: Code::Internal,
+                message: "boom".into(),
+            };
+            assert_eq!(retry_reason(&app, idempotent), None);
+        }
     }
 }

@@ -52,7 +52,7 @@ pub mod metrics;
 pub mod node;
 
 pub use call::{Backoff, CallOptions};
-pub use cluster::{Cluster, MissingKinds};
+pub use cluster::{Cluster, MissingKinds, RetryCounts};
 pub use config::NodeConfig;
 pub use context::GrainContext;
 pub use error::{CallError, StartError};

@@ -122,6 +122,7 @@ impl Node {
                 inflight: Arc::new(InFlight::default()),
                 topology: topology.clone(),
                 links: links.clone(),
+                retries: Default::default(),
                 me: me.clone(),
                 config,
             }),
