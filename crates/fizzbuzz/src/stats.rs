@@ -1,7 +1,10 @@
 //! Latency percentiles in bounded memory: a thin wrapper over `hdrhistogram` that
-//! records durations in microseconds, from 1 µs to an hour, to 3 significant digits.
+//! records durations in microseconds, from 1 µs to an hour, to 3 significant digits;
+//! and the longest gap between events ([`LongestGap`]), for the longest stall.
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// The longest latency told apart from longer ones; longer samples count as this.
 const HIGHEST_MICROS: u64 = 3_600_000_000;
@@ -55,6 +58,46 @@ impl std::fmt::Debug for Histogram {
     }
 }
 
+/// The longest time between consecutive events, and from a start to the first event:
+/// one subtraction and one compare per event, no memory per event.
+#[derive(Clone, Copy, Debug)]
+pub struct LongestGap {
+    /// The start, then the latest event.
+    last: Instant,
+    /// The longest gap so far.
+    longest: Duration,
+}
+
+impl LongestGap {
+    /// Starts measuring at `start` (no events yet).
+    pub fn new(start: Instant) -> Self {
+        Self {
+            last: start,
+            longest: Duration::ZERO,
+        }
+    }
+
+    /// An event at `at`; an `at` before the latest event counts as a zero gap.
+    pub fn event(&mut self, at: Instant) {
+        let gap = at.saturating_duration_since(self.last);
+        if gap > self.longest {
+            self.longest = gap;
+        }
+        self.last = self.last.max(at);
+    }
+
+    /// The longest gap so far (zero before the first event).
+    pub fn longest(&self) -> Duration {
+        self.longest
+    }
+
+    /// The longest gap, counting the time from the latest event (or the start) to `end`
+    /// as one too: for a run that ends without events, or stops after its last one.
+    pub fn longest_until(&self, end: Instant) -> Duration {
+        self.longest.max(end.saturating_duration_since(self.last))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +125,33 @@ mod tests {
         let max = h.max().map_or(0.0, |d| d.as_secs_f64());
         assert!((max - 3600.0).abs() / 3600.0 <= 0.001, "max {max} s");
         assert_eq!(Histogram::default().max(), None);
+    }
+
+    #[test]
+    fn the_longest_gap_is_the_largest_between_events_or_from_the_start() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut g = LongestGap::new(t0);
+        assert_eq!(g.longest(), Duration::ZERO);
+        // From the start to the first event: 30 ms.
+        g.event(at(30));
+        assert_eq!(g.longest(), Duration::from_millis(30));
+        // Gaps of 10, 250 and 5 ms: the 250 wins.
+        for ms in [40, 290, 295] {
+            g.event(at(ms));
+        }
+        assert_eq!(g.longest(), Duration::from_millis(250));
+        // An event out of order is a zero gap and does not move the clock back.
+        g.event(at(100));
+        g.event(at(300));
+        assert_eq!(g.longest(), Duration::from_millis(250));
+        // The time after the last event counts only when asked for.
+        assert_eq!(g.longest_until(at(400)), Duration::from_millis(250));
+        assert_eq!(g.longest_until(at(600)), Duration::from_millis(300));
+        // No events at all: the whole time is the gap.
+        assert_eq!(
+            LongestGap::new(t0).longest_until(at(70)),
+            Duration::from_millis(70)
+        );
     }
 }
