@@ -196,6 +196,57 @@ async fn three_node_processes_and_the_dev_agent_print_the_reference_sequence() {
     stop_all(nodes).await;
 }
 
+/// The value after `prefix` on the first stderr line that starts with it, up to
+/// `suffix` (or a space, without one).
+fn summary_field<'a>(stderr: &'a str, prefix: &str, suffix: &str) -> &'a str {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no line starting {prefix:?} in: {stderr}"));
+    let end = if suffix.is_empty() {
+        line.find(' ').unwrap_or(line.len())
+    } else {
+        line.strip_suffix(suffix)
+            .map(str::len)
+            .unwrap_or_else(|| panic!("{prefix}{line:?} does not end with {suffix:?}"))
+    };
+    &line[..end]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_normal_run_s_summary_shows_no_retries_and_a_stall_shorter_than_the_run() {
+    let (consul, nodes) = start_agent_fizz_buzz().await;
+    let started = Instant::now();
+    let out = output(
+        client(&consul, &["--count", "1000"]),
+        Duration::from_secs(120),
+    )
+    .await;
+    let wall = started.elapsed();
+    assert_success(&out);
+    assert_reference(&out.stdout, 1000);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let retried = summary_field(&stderr, "retried: ", "");
+    assert_eq!(retried, "0", "{stderr}");
+    let stall: f64 = summary_field(&stderr, "longest stall: ", " s")
+        .parse()
+        .unwrap_or_else(|e| panic!("longest stall is not a number ({e}): {stderr}"));
+    assert!(
+        stall >= 0.0 && stall < wall.as_secs_f64(),
+        "stall {stall} s, wall {wall:?}: {stderr}"
+    );
+    // Within the client's own wall time of the calls (2 decimals in the summary).
+    let calls: f64 = summary_field(
+        &stderr,
+        "fizzbuzz client: 1000 of 1000 numbers answered in ",
+        "",
+    )
+    .parse()
+    .unwrap_or_else(|e| panic!("no wall time ({e}): {stderr}"));
+    assert!(stall <= calls + 0.005, "stall {stall} s, calls {calls} s");
+    stop_all(nodes).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_started_before_fizz_and_buzz_waits_then_succeeds() {
     let (agent, consul) = start_agent().await;

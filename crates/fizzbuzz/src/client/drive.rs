@@ -18,6 +18,7 @@ use super::progress::Progress;
 use super::summary::Summary;
 use crate::config::{NodeSetup, Role};
 use crate::proto::{BuzzServiceKind, FizzServiceKind};
+use crate::stats::LongestGap;
 use crate::{AppError, start_error};
 
 /// The numbers to issue, at most `--rate` a second: `1..=count`, or that again and
@@ -71,6 +72,8 @@ pub async fn run_numbers(
     let mut summary = Summary::default();
     let progress = Progress::new(args);
     let started = Instant::now();
+    // The first number is sent when `results` is first polled, just below.
+    let mut stall = LongestGap::new(started);
     let mut lines = Lines::new(args.format);
     loop {
         let outcome = tokio::select! {
@@ -94,6 +97,7 @@ pub async fn run_numbers(
         match outcome.result {
             Ok(message) => {
                 summary.answered += 1;
+                stall.event(Instant::now());
                 lines.push(outcome.number, &message)?;
                 if lines.write_if_due(out)? == Reader::Gone {
                     // Stop quietly, and say so in the summary.
@@ -115,7 +119,15 @@ pub async fn run_numbers(
     if !args.forever && !summary.interrupted && !summary.output_closed {
         summary.issued = args.count;
     }
-    summary.elapsed = started.elapsed();
+    let ended = Instant::now();
+    summary.elapsed = ended.duration_since(started);
+    // Until the last answer; with none, the whole run was one stall.
+    summary.longest_stall = if summary.answered > 0 {
+        stall.longest()
+    } else {
+        stall.longest_until(ended)
+    };
+    summary.retries = cluster.retries();
     if !summary.output_closed && lines.write(out)? == Reader::Gone {
         summary.output_closed = true;
     }
