@@ -21,6 +21,7 @@ use crate::grain::{Code, GrainError};
 use crate::identity::{ClusterIdentity, Member, Topology};
 use crate::metrics::Metrics;
 use crate::remote::{Links, pb};
+use crate::suspicion::Suspicion;
 use crate::topology::TopologyView;
 
 /// What every handle on one member shares.
@@ -32,6 +33,7 @@ pub(crate) struct Shared {
     pub(crate) inflight: Arc<InFlight>,
     pub(crate) topology: Arc<TopologyView>,
     pub(crate) links: Arc<Links>,
+    pub(crate) suspicion: Arc<Suspicion>,
     pub(crate) retries: RetryCounters,
 }
 

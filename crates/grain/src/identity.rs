@@ -95,6 +95,14 @@ impl Member {
     pub fn hosts(&self, kind: &str) -> bool {
         self.kinds.iter().any(|k| k == kind)
     }
+
+    /// True when `other` is the same process: same id, incarnation and address (the
+    /// kinds it is placed for may differ, e.g. while it is suspected).
+    pub fn same_incarnation(&self, other: &Member) -> bool {
+        self.id == other.id
+            && self.incarnation == other.incarnation
+            && self.address == other.address
+    }
 }
 
 /// The members of the cluster at one moment, sorted by id, with a local version that

@@ -1,7 +1,9 @@
 //! What a call arriving from another member goes through before the catalog: the
 //! transport hands it to [`Inbound`] (its [`Dispatch`]), which refuses a kind this
 //! member does not host, a call while shutting down (retriable), and a call for an
-//! identity this member does not own under *its* topology ("wrong owner", retriable);
+//! identity this member does not own under *its* topology ("wrong owner", retriable —
+//! unless the owner it sees refuses connections from here too: then the caller's
+//! suspicion is confirmed and this member, the next owner, takes the call);
 //! the rest go to the activation catalog, which answers through the transport's
 //! [`ResponseSink`] (the [`Reply`] implemented here).
 
@@ -12,7 +14,7 @@ use crate::cluster::Cluster;
 use crate::context::GrainContext;
 use crate::error::CallError;
 use crate::grain::Code;
-use crate::identity::{ClusterIdentity, MemberId};
+use crate::identity::{ClusterIdentity, Member, MemberId};
 use crate::remote::{self, Dispatch, ResponseSink, pb};
 
 /// The answer to a remote caller goes onto that caller's response stream.
@@ -64,18 +66,11 @@ impl Dispatch for Inbound {
             let member = shared.me.id.clone();
             return self.refuse(sink, CallError::ShuttingDown { member });
         }
-        let owned = shared
+        let owner = shared
             .topology
             .load()
             .owner(id.kind(), id.identity())
-            .is_some_and(|m| m.id == shared.me.id);
-        if !owned {
-            let err = CallError::WrongOwner {
-                member: shared.me.id.clone(),
-                target: id.to_string(),
-            };
-            return self.refuse(sink, err);
-        }
+            .cloned();
         let inv = Invocation {
             method: request.method,
             payload: request.payload,
@@ -84,7 +79,50 @@ impl Dispatch for Inbound {
             reply: Box::new(sink),
             guard,
         };
+        match owner {
+            Some(m) if m.id == shared.me.id => self.deliver(id, inv),
+            Some(m) => {
+                // The caller thinks this member owns the identity; here, `m` does. If the
+                // caller routed around `m` because it refuses connections, confirm that
+                // before owning anything (see suspicion.rs); otherwise it is a plain
+                // disagreement between topologies: "wrong owner", retried.
+                let this = Inbound::new(self.cluster.clone());
+                tokio::spawn(async move { this.confirm_then_deliver(m, id, inv).await });
+            }
+            None => self.wrong_owner(id, inv),
+        }
+    }
+}
+
+impl Inbound {
+    fn deliver(&self, id: ClusterIdentity, inv: Invocation) {
         let new_context = |id| GrainContext::new(id, self.cluster.clone());
-        shared.catalog.deliver(id, inv, &new_context);
+        self.cluster.shared.catalog.deliver(id, inv, &new_context);
+    }
+
+    fn wrong_owner(&self, id: ClusterIdentity, inv: Invocation) {
+        let shared = &self.cluster.shared;
+        let err = CallError::WrongOwner {
+            member: shared.me.id.clone(),
+            target: id.to_string(),
+        };
+        shared.catalog.answer(inv.reply, Err(err));
+    }
+
+    /// Delivers `inv` if `owner` refuses connections from here too and this member is
+    /// then the owner; answers "wrong owner" otherwise.
+    async fn confirm_then_deliver(&self, owner: Member, id: ClusterIdentity, inv: Invocation) {
+        let shared = &self.cluster.shared;
+        if shared.suspicion.check(&owner).await {
+            let owned = shared
+                .topology
+                .load()
+                .owner(id.kind(), id.identity())
+                .is_some_and(|m| m.id == shared.me.id);
+            if owned && shared.catalog.is_accepting() {
+                return self.deliver(id, inv);
+            }
+        }
+        self.wrong_owner(id, inv)
     }
 }

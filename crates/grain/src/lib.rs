@@ -30,9 +30,10 @@
 //! instruments of [`metrics::CATALOG`] through the `opentelemetry` API, on the meter
 //! given in [`NodeConfig::meter`].
 
-// In the order a call travels: the caller's handle, placement over the current
-// topology, the link to the owner and the wire, the owner's inbound check, the
-// activation catalog, the grain and its context.
+// A call travels: cluster (the caller's handle) → placement over the topology
+// (suspicion routes around members that refuse connections) → remote (the link to
+// the owner, the wire) → inbound (the owner's check) → catalog (the activation) →
+// grain and context. ARCHITECTURE.md walks through them in that order.
 mod catalog;
 pub mod cluster;
 pub mod context;
@@ -40,7 +41,9 @@ pub mod grain;
 mod inbound;
 pub mod placement;
 mod remote;
+mod suspicion;
 mod topology;
+
 // Around it: setup, life cycle, membership, vocabulary, errors, metrics, codegen.
 pub mod call;
 pub mod codegen;

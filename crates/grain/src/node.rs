@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -21,7 +21,8 @@ use crate::inbound::Inbound;
 use crate::membership::MembershipProvider;
 use crate::membership::driver::Driver;
 use crate::metrics::Metrics;
-use crate::remote::{LinkConfig, Links, RemoteService, Server, ServerLimits};
+use crate::remote::{Leave, LinkConfig, Links, RemoteService, Server, ServerLimits};
+use crate::suspicion::Suspicion;
 use crate::topology::TopologyView;
 
 /// A running member: its gRPC server, its membership tasks and its activations.
@@ -35,6 +36,7 @@ pub struct Node {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     server: Server,
+    leave: Arc<Leave>,
 }
 
 impl std::fmt::Debug for Node {
@@ -91,6 +93,9 @@ impl Node {
         let me = this_member(&config, local_addr, &kinds);
         let metrics = Arc::new(Metrics::new(config.meter.as_ref(), &me));
         metrics.topology(1);
+        let topology = Arc::new(TopologyView::new(me.clone()));
+        let probe_timeout = config.connect_timeout.min(Duration::from_millis(250));
+        let suspicion = Arc::new(Suspicion::new(topology.clone(), probe_timeout));
         let links = Arc::new(Links::new(LinkConfig {
             metrics: metrics.clone(),
             cluster: config.cluster_name.clone(),
@@ -102,6 +107,7 @@ impl Node {
             max_message_bytes: config.max_message_bytes,
             connect_timeout: config.connect_timeout,
             reconnect: config.reconnect_backoff,
+            suspicion: suspicion.clone(),
         }));
         let limits = ServerLimits {
             max_inflight_per_stream: config.max_inflight_per_peer,
@@ -114,14 +120,15 @@ impl Node {
             metrics.clone(),
             config.max_payload_bytes,
         );
-        let topology = Arc::new(TopologyView::new(me.clone()));
+        let catalog = Arc::new(catalog);
         let cluster = Cluster {
             shared: Arc::new(Shared {
                 metrics: metrics.clone(),
-                catalog: Arc::new(catalog),
+                catalog: catalog.clone(),
                 inflight: Arc::new(InFlight::default()),
                 topology: topology.clone(),
                 links: links.clone(),
+                suspicion: suspicion.clone(),
                 retries: Default::default(),
                 me: me.clone(),
                 config,
@@ -130,20 +137,25 @@ impl Node {
         let config = &cluster.shared.config;
 
         let inbound = Arc::new(Inbound::new(cluster.clone()));
-        let service = RemoteService::new(inbound, limits, metrics.clone());
+        let leave = Arc::new(Leave::default());
+        let service = RemoteService::new(inbound, limits, metrics.clone(), leave.clone());
         let server = Server::start(listener, service, config.max_message_bytes);
 
         let (stop, _) = watch::channel(false);
-        let tasks = Driver {
+        let mut tasks = Driver {
             me: me.clone(),
             provider: provider.clone(),
             metrics,
             topology,
             links,
+            catalog,
+            seen_listed: Default::default(),
+            last_index: Default::default(),
             wait: config.membership_wait,
             min_interval: config.membership_min_interval,
         }
         .spawn(&stop);
+        tasks.push(tokio::spawn(suspicion.reprobe(stop.subscribe())));
         tracing::info!(member = %me.id, address = %me.address,
             cluster = %config.cluster_name, kinds = ?me.kinds, "node started");
         Ok(Node {
@@ -153,6 +165,7 @@ impl Node {
             stop,
             tasks,
             server,
+            leave,
         })
     }
 
@@ -171,6 +184,12 @@ impl Node {
         &self.cluster.shared.me
     }
 
+    /// True while this member is fenced: the membership provider, answering, does not
+    /// list it as passing, so it hosts nothing until it is listed again.
+    pub fn is_fenced(&self) -> bool {
+        self.cluster.shared.topology.is_fenced()
+    }
+
     /// How many grains are active on this member.
     pub fn activation_count(&self) -> usize {
         self.cluster.shared.catalog.live_count()
@@ -181,10 +200,17 @@ impl Node {
         self.cluster.shared.catalog.live_count_of(kind)
     }
 
-    /// Leaves the cluster gracefully: deregisters (so others stop routing here), stops
-    /// accepting calls (callers get a retriable `ShuttingDown`), finishes the calls in
-    /// flight, passivates every activation, closes links and stops the server — each
-    /// step bounded by `shutdown_grace`.
+    /// Leaves the cluster gracefully, losing no call — each step bounded by
+    /// `shutdown_grace`:
+    /// 1. stop the membership loops and tell every caller's stream that this member is
+    ///    leaving, and wait (at most 2 s) until each caller said it heard (callers then
+    ///    wait for the answers of what they already sent);
+    /// 2. deregister, so others stop routing here;
+    /// 3. keep answering until every caller has closed its stream (each does once it
+    ///    has seen this member leave and has its answers);
+    /// 4. stop accepting (late calls are refused as `ShuttingDown`, retriable), finish
+    ///    the calls in flight, passivate every activation, close links, stop the
+    ///    server.
     pub async fn shutdown(mut self) {
         let shared = self.cluster.shared.clone();
         let until = Instant::now() + shared.config.shutdown_grace;
@@ -192,8 +218,17 @@ impl Node {
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
+        self.leave.announce();
+        // Callers learn that answers will come before they see this member leave.
+        let acks_until = until.min(Instant::now() + Duration::from_secs(2));
+        if !self.leave.wait_acknowledged(acks_until).await {
+            tracing::debug!("not every caller acknowledged the leave; leaving anyway");
+        }
         if let Err(e) = self.provider.deregister(&shared.me.id).await {
             tracing::warn!(member = %shared.me.id, "could not deregister from the membership provider: {e}");
+        }
+        if !self.leave.wait_streams_closed(until).await {
+            tracing::warn!("callers still had streams open when the shutdown grace ran out");
         }
         shared.catalog.stop_accepting();
         if !shared.inflight.wait_idle(until).await {

@@ -3,26 +3,69 @@
 //! channel that wakes whoever waits for a change (retries, `wait_for_kinds`).
 //!
 //! The membership driver applies each member list the provider reports; this module
-//! decides what the new view is, including the rule about this member's own place in
-//! it ([`place_self`]).
+//! decides what the new view is: the rule about this member's own place in it
+//! ([`place_self`]: listed unless fenced), and the members placement routes around
+//! because a connection to them was refused (suspected, see `suspicion.rs`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::identity::{Member, Topology, TopologyDiff};
+use crate::identity::{Member, MemberId, Topology, TopologyDiff};
 use crate::placement::PlacementTable;
 
-/// This member's rule for its place in its own view: **always listed**, so local calls
-/// keep working while the provider is unreachable or has not listed it yet.
-///
-/// (The failure-handling work changes this rule: a member the provider reports as not
-/// passing will stop acting as an owner.)
-pub(crate) fn place_self(mut members: Vec<Member>, me: &Member) -> Vec<Member> {
+/// This member's rule for its place in its own view: listed **unless fenced**. A
+/// member is always in its own view — so local calls keep working while the provider
+/// is unreachable or has not listed it yet — except while the provider, answering,
+/// says it is not passing (its check went critical while it was frozen or cut off):
+/// then others have moved its identities, and it must not act as their owner until it
+/// is listed again.
+pub(crate) fn place_self(mut members: Vec<Member>, me: &Member, fenced: bool) -> Vec<Member> {
     members.retain(|m| m.id != me.id);
-    members.push(me.clone());
+    if !fenced {
+        members.push(me.clone());
+    }
     members
+}
+
+/// The members placement may choose: the listed ones, except suspected members (a
+/// caller saw the stream break and a connection refused: nothing listens there any
+/// more). A suspected member keeps only the kinds no other member hosts, so an identity
+/// with nowhere else to go still goes to it (and fails as not delivered, as before).
+fn placeable(listed: &Topology, suspects: &HashMap<MemberId, u64>) -> Vec<Member> {
+    let is_suspect = |m: &Member| suspects.get(&m.id) == Some(&m.incarnation);
+    let healthy: Vec<&Member> = listed.members().iter().filter(|m| !is_suspect(m)).collect();
+    let mut out: Vec<Member> = healthy.iter().map(|m| (*m).clone()).collect();
+    for m in listed.members().iter().filter(|m| is_suspect(m)) {
+        let sole: Vec<String> = m
+            .kinds
+            .iter()
+            .filter(|k| !healthy.iter().any(|h| h.hosts(k)))
+            .cloned()
+            .collect();
+        if !sole.is_empty() {
+            out.push(Member {
+                kinds: sole,
+                ..m.clone()
+            });
+        }
+    }
+    out
+}
+
+/// What the view is computed from.
+struct State {
+    /// The members as the provider last listed them (this member placed by its rule).
+    listed: Topology,
+    /// Suspected members: id → the incarnation suspected.
+    suspects: HashMap<MemberId, u64>,
+    /// This member is not passing at the provider and hosts nothing.
+    fenced: bool,
+    /// The provider's list before this member was placed (kept to re-place it).
+    reported: Vec<Member>,
 }
 
 /// The current topology and its placement table.
@@ -30,17 +73,25 @@ pub(crate) struct TopologyView {
     me: Member,
     current: ArcSwap<PlacementTable>,
     changes: watch::Sender<Arc<PlacementTable>>,
+    state: Mutex<State>,
 }
 
 impl TopologyView {
     /// A view holding only `me` (version 1).
     pub(crate) fn new(me: Member) -> Self {
-        let table = Arc::new(PlacementTable::new(Topology::new(1, [me.clone()])));
+        let listed = Topology::new(1, [me.clone()]);
+        let table = Arc::new(PlacementTable::new(listed.clone()));
         let (changes, _) = watch::channel(table.clone());
         Self {
             me,
             current: ArcSwap::new(table),
             changes,
+            state: Mutex::new(State {
+                listed,
+                suspects: HashMap::new(),
+                fenced: false,
+                reported: Vec::new(),
+            }),
         }
     }
 
@@ -49,40 +100,133 @@ impl TopologyView {
         self.current.load()
     }
 
+    /// The current table, as an owned handle.
+    pub(crate) fn load_full(&self) -> Arc<PlacementTable> {
+        self.current.load_full()
+    }
+
     /// A receiver that sees every new table.
     pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<PlacementTable>> {
         self.changes.subscribe()
     }
 
+    /// The members as the provider last listed them (no suspicion applied).
+    pub(crate) fn listed(&self) -> Topology {
+        self.state.lock().listed.clone()
+    }
+
     /// Installs `members` (as the provider lists them) as the new topology. Returns who
-    /// joined and left, or `None` when the member set did not change.
+    /// joined and left the listed members, or `None` when they did not change.
     pub(crate) fn apply(&self, members: Vec<Member>) -> Option<TopologyDiff> {
-        let members = place_self(members, &self.me);
-        let current = self.current.load_full();
-        let next = Topology::new(current.topology().version() + 1, members);
-        if next.same_members(current.topology()) {
-            return None;
-        }
-        let diff = next.diff(current.topology());
-        let table = Arc::new(PlacementTable::new(next));
-        self.current.store(table.clone());
-        self.changes.send_replace(table);
-        Some(diff)
+        let mut state = self.state.lock();
+        state.reported = members;
+        self.relist(&mut state)
     }
 
     /// Adds (or updates) `members` without removing anyone: used while a restarted
     /// membership store is being refilled.
     pub(crate) fn apply_union(&self, members: Vec<Member>) -> Option<TopologyDiff> {
-        let current = self.current.load_full();
-        let mut all: Vec<Member> = current
-            .topology()
+        let mut state = self.state.lock();
+        let mut all: Vec<Member> = state
+            .listed
             .members()
             .iter()
-            .filter(|m| !members.iter().any(|n| n.id == m.id))
+            .filter(|m| m.id != self.me.id && !members.iter().any(|n| n.id == m.id))
             .cloned()
             .collect();
         all.extend(members);
-        self.apply(all)
+        state.reported = all;
+        self.relist(&mut state)
+    }
+
+    /// Fences this member (`true`: it hosts nothing until listed again) or lifts the
+    /// fence. Returns true when that changed anything.
+    pub(crate) fn set_fenced(&self, fenced: bool) -> bool {
+        let mut state = self.state.lock();
+        if state.fenced == fenced {
+            return false;
+        }
+        state.fenced = fenced;
+        self.relist(&mut state);
+        true
+    }
+
+    /// True while this member is fenced.
+    pub(crate) fn is_fenced(&self) -> bool {
+        self.state.lock().fenced
+    }
+
+    /// Suspects `member` (this incarnation): placement routes around it. Returns true
+    /// when it was not suspected before and is listed.
+    pub(crate) fn suspect(&self, member: &Member) -> bool {
+        let mut state = self.state.lock();
+        let listed = state
+            .listed
+            .member(&member.id)
+            .is_some_and(|m| m.incarnation == member.incarnation);
+        if !listed || member.id == self.me.id {
+            return false;
+        }
+        if state.suspects.insert(member.id.clone(), member.incarnation) == Some(member.incarnation)
+        {
+            return false;
+        }
+        self.publish(&state);
+        true
+    }
+
+    /// Ends the suspicion of `id` (it answered again). True when it was suspected.
+    pub(crate) fn clear_suspicion(&self, id: &MemberId) -> bool {
+        let mut state = self.state.lock();
+        if state.suspects.remove(id).is_none() {
+            return false;
+        }
+        self.publish(&state);
+        true
+    }
+
+    /// The members suspected now.
+    pub(crate) fn suspects(&self) -> Vec<Member> {
+        let state = self.state.lock();
+        state
+            .listed
+            .members()
+            .iter()
+            .filter(|m| state.suspects.get(&m.id) == Some(&m.incarnation))
+            .cloned()
+            .collect()
+    }
+
+    /// Recomputes the listed members from the last report; publishes and returns the
+    /// diff when they changed.
+    fn relist(&self, state: &mut State) -> Option<TopologyDiff> {
+        let members = place_self(state.reported.clone(), &self.me, state.fenced);
+        let next = Topology::new(state.listed.version() + 1, members);
+        if next.same_members(&state.listed) {
+            return None;
+        }
+        let diff = next.diff(&state.listed);
+        state.listed = next;
+        // A suspicion ends when its member leaves (or comes back as a new incarnation).
+        let listed = &state.listed;
+        state
+            .suspects
+            .retain(|id, inc| listed.member(id).is_some_and(|m| m.incarnation == *inc));
+        self.publish(state);
+        Some(diff)
+    }
+
+    /// Builds and installs the table placement uses.
+    fn publish(&self, state: &State) {
+        let version = self.current.load().topology().version() + 1;
+        let effective = if state.suspects.is_empty() {
+            Topology::new(version, state.listed.members().iter().cloned())
+        } else {
+            Topology::new(version, placeable(&state.listed, &state.suspects))
+        };
+        let table = Arc::new(PlacementTable::new(effective));
+        self.current.store(table.clone());
+        self.changes.send_replace(table);
     }
 }
 

@@ -22,6 +22,9 @@ pub(super) enum GrainMsg {
     Call(Invocation),
     /// Time to check whether the activation has been idle long enough.
     IdleCheck,
+    /// This member no longer owns the identity: passivate now (calls already in the
+    /// mailbox still run here).
+    Passivate,
 }
 
 /// The actor behaviour (stateless; the grain lives in [`State`]).
@@ -104,6 +107,12 @@ impl Actor for Activation {
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            GrainMsg::Passivate => {
+                if !state.stopping {
+                    tracing::debug!(grain = %state.ctx.identity, "passivating: no longer owned here");
+                    state.retire(&myself);
+                }
+            }
             GrainMsg::IdleCheck => {
                 if state.stopping {
                     return Ok(());

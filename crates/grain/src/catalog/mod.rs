@@ -231,6 +231,23 @@ impl Catalog {
         Ok((number, actor))
     }
 
+    /// Passivates the activations of identities `owned` says this member no longer
+    /// owns (after a topology change or a fence), so a stale activation never answers
+    /// again if ownership comes back. Returns how many were asked to stop.
+    pub(crate) fn passivate_unowned(&self, owned: impl Fn(&ClusterIdentity) -> bool) -> usize {
+        let stale: Vec<ActorRef<GrainMsg>> = self
+            .live
+            .lock()
+            .iter()
+            .filter(|(id, _)| !owned(id))
+            .map(|(_, e)| e.actor.clone())
+            .collect();
+        for actor in &stale {
+            let _ = actor.send_message(GrainMsg::Passivate);
+        }
+        stale.len()
+    }
+
     /// Passivates every activation (each finishes the calls in its mailbox and runs its
     /// `deactivated` hook), waiting at most until `until`. Returns how many did not
     /// stop in time.

@@ -8,7 +8,10 @@
 //! backoff, logging once per change of state and counting every failure.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+
+use futures::FutureExt;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -16,6 +19,7 @@ use tokio::time::Instant;
 
 use super::{MembershipError, MembershipProvider};
 use crate::call::Backoff;
+use crate::catalog::Catalog;
 use crate::identity::Member;
 use crate::metrics::Metrics;
 use crate::remote::Links;
@@ -33,6 +37,13 @@ pub(crate) struct Driver {
     pub(crate) topology: Arc<TopologyView>,
     /// Closed for members that leave.
     pub(crate) links: Arc<Links>,
+    /// Its activations of identities this member no longer owns are passivated.
+    pub(crate) catalog: Arc<Catalog>,
+    /// The provider has listed this member since it registered (so a list without it
+    /// means its check is not passing).
+    pub(crate) seen_listed: AtomicBool,
+    /// The last index the watch loop saw (0: none yet).
+    pub(crate) last_index: AtomicU64,
     /// How long a blocking query waits.
     pub(crate) wait: Duration,
     /// The shortest pause between two queries.
@@ -40,33 +51,151 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    /// Starts the keep-alive and watch loops; both end when `stop` turns true.
+    /// Starts the keep-alive and watch loops, and the passivation of activations this
+    /// member no longer owns; all end when `stop` turns true. A loop that panics is
+    /// logged and started again, so membership never freezes silently.
     pub(crate) fn spawn(self, stop: &watch::Sender<bool>) -> Vec<JoinHandle<()>> {
         let driver = Arc::new(self);
         vec![
-            tokio::spawn(keep_alive_loop(driver.clone(), stop.subscribe())),
-            tokio::spawn(watch_loop(driver, stop.subscribe())),
+            supervise(
+                "keep-alive",
+                driver.clone(),
+                stop.subscribe(),
+                keep_alive_loop,
+            ),
+            supervise("watch", driver.clone(), stop.subscribe(), watch_loop),
+            supervise(
+                "passivation",
+                driver,
+                stop.subscribe(),
+                passivate_unowned_loop,
+            ),
         ]
     }
 
     /// Applies a member list from the provider (`union`: add or update, remove
-    /// nobody), then logs who joined and left and closes the links of those who left.
+    /// nobody), fences or unfences this member by whether it is listed, then logs who
+    /// joined and left and closes the links of those who left.
     fn install(&self, members: Vec<Member>, union: bool) {
+        let listed = members.iter().any(|m| m.id == self.me.id);
+        if listed {
+            self.seen_listed.store(true, Ordering::SeqCst);
+            self.unfence();
+        } else if !union {
+            self.fence_if_dropped();
+        }
         let diff = if union {
             self.topology.apply_union(members)
         } else {
             self.topology.apply(members)
         };
         let Some(diff) = diff else { return };
-        for m in &diff.joined {
+        for m in diff.joined.iter().filter(|m| m.id != self.me.id) {
             tracing::info!(member = %m.id, address = %m.address, kinds = ?m.kinds, "member joined");
         }
-        for m in &diff.left {
+        for m in diff.left.iter().filter(|m| m.id != self.me.id) {
             tracing::info!(member = %m.id, address = %m.address, "member left");
         }
         self.metrics
-            .topology(self.topology.load().topology().members().len());
+            .topology(self.topology.listed().members().len());
         self.links.close_left(&diff.left);
+    }
+
+    /// The provider answered and does not list this member although it did before: its
+    /// check is not passing (it was frozen, cut off, or its keep-alives were refused),
+    /// so others own its identities now. Host nothing until listed again.
+    fn fence_if_dropped(&self) {
+        if self.seen_listed.load(Ordering::SeqCst) && self.topology.set_fenced(true) {
+            tracing::warn!(member = %self.me.id,
+                "the membership provider no longer lists this member as passing: \
+                 it hosts nothing (its activations are passivated) until listed again");
+            self.metrics
+                .topology(self.topology.listed().members().len());
+        }
+    }
+
+    fn unfence(&self) {
+        if self.topology.set_fenced(false) {
+            tracing::info!(member = %self.me.id, "listed as passing again: hosting again");
+        }
+    }
+}
+
+/// Runs `body` until `stop`; restarts it when it panics or ends on its own.
+fn supervise<F, Fut>(
+    name: &'static str,
+    driver: Arc<Driver>,
+    stop: watch::Receiver<bool>,
+    body: F,
+) -> JoinHandle<()>
+where
+    F: Fn(Arc<Driver>, watch::Receiver<bool>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut restarts: u32 = 0;
+        loop {
+            let run = std::panic::AssertUnwindSafe(body(driver.clone(), stop.clone()));
+            let ended = run.catch_unwind().await;
+            if *stop.borrow() {
+                return;
+            }
+            restarts += 1;
+            let why = match ended {
+                Ok(()) => "ended on its own".to_string(),
+                Err(p) => format!("panicked: {}", panic_text(p.as_ref())),
+            };
+            tracing::error!(member = %driver.me.id, restarts,
+                "the membership {name} loop {why}; starting it again");
+            driver.metrics.membership_error(name, "loop_restarted");
+            let pause = Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(5),
+                multiplier: 2,
+            }
+            .delay(restarts);
+            let mut stop = stop.clone();
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    })
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// After every change of the view (members, suspicion, fence), passivates the
+/// activations of identities this member no longer owns, so a stale activation never
+/// answers again when ownership comes back.
+async fn passivate_unowned_loop(driver: Arc<Driver>, mut stop: watch::Receiver<bool>) {
+    let mut changes = driver.topology.subscribe();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+        let table = driver.topology.load_full();
+        let me = &driver.me.id;
+        let stale = driver.catalog.passivate_unowned(|id| {
+            table
+                .owner(id.kind(), id.identity())
+                .is_some_and(|m| m.id == *me)
+        });
+        if stale > 0 {
+            tracing::debug!(
+                stale,
+                "passivating activations of identities owned elsewhere now"
+            );
+        }
     }
 }
 
@@ -119,7 +248,23 @@ async fn keep_alive_loop(driver: Arc<Driver>, mut stop: watch::Receiver<bool>) {
     let mut trouble = Trouble::new(&driver.metrics);
     let mut registered = false;
     let mut failures = 0;
+    let mut last_ok = Instant::now();
+    // Past this long without a keep-alive that worked, the provider may have declared
+    // this member dead (Consul's TTL is a few intervals).
+    let stalled_after = interval * 2 + Duration::from_millis(500);
     loop {
+        if registered && last_ok.elapsed() > stalled_after {
+            // Frozen, or cut off? Before saying "alive" again, ask whether the provider
+            // still lists this member: if not, others own its identities now — unless
+            // the store itself restarted empty (its index went backwards), when every
+            // member is registering again and nobody moved anything.
+            if let Ok(snapshot) = provider.members(None, Duration::ZERO).await
+                && snapshot.index >= driver.last_index.load(Ordering::SeqCst)
+                && !snapshot.members.iter().any(|m| m.id == me.id)
+            {
+                driver.fence_if_dropped();
+            }
+        }
         let pause = if !registered {
             match provider.register(me).await {
                 Ok(()) => {
@@ -127,6 +272,7 @@ async fn keep_alive_loop(driver: Arc<Driver>, mut stop: watch::Receiver<bool>) {
                     tracing::info!(member = %me.id, "registered with the membership provider");
                     registered = true;
                     failures = 0;
+                    last_ok = Instant::now();
                     interval
                 }
                 Err(e) => {
@@ -139,6 +285,7 @@ async fn keep_alive_loop(driver: Arc<Driver>, mut stop: watch::Receiver<bool>) {
             match provider.keep_alive(&me.id).await {
                 Ok(()) => {
                     trouble.recovered("keep-alive");
+                    last_ok = Instant::now();
                     interval
                 }
                 Err(MembershipError::NotRegistered(_)) => {
@@ -186,6 +333,7 @@ async fn watch_loop(driver: Arc<Driver>, mut stop: watch::Receiver<bool>) {
                 // goes backwards, and never use an index below 1.
                 let went_back = last_seen.is_some_and(|seen| snapshot.index < seen);
                 last_seen = Some(snapshot.index);
+                driver.last_index.store(snapshot.index, Ordering::SeqCst);
                 index = if went_back {
                     None
                 } else {

@@ -14,11 +14,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Endpoint;
 
-use super::{HDR_ADDRESS, HDR_CLUSTER, HDR_MEMBER_ID, pb};
+use super::{HDR_ADDRESS, HDR_CLUSTER, HDR_MEMBER_ID, HDR_PROTOCOL, pb};
 use crate::call::Backoff;
 use crate::error::CallError;
 use crate::identity::{Member, MemberId};
 use crate::metrics::Metrics;
+use crate::suspicion::Suspicion;
 use std::sync::Arc;
 
 /// Settings shared by all links of a member.
@@ -34,6 +35,14 @@ pub(crate) struct LinkConfig {
     pub(crate) max_message_bytes: usize,
     pub(crate) connect_timeout: Duration,
     pub(crate) reconnect: Backoff,
+    /// Where a refused connection is reported (and an answer ends a suspicion).
+    pub(crate) suspicion: Arc<Suspicion>,
+}
+
+impl std::fmt::Debug for Suspicion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Suspicion")
+    }
 }
 
 type ReplyTx = oneshot::Sender<Result<Bytes, CallError>>;
@@ -152,6 +161,17 @@ struct Pending {
     reply: ReplyTx,
 }
 
+/// What a stream's answers said besides the answers.
+#[derive(Default)]
+struct StreamNews {
+    /// Some answer came on this stream.
+    answered: bool,
+    /// The peer said it is leaving gracefully: it will answer what was written to it.
+    leaving: bool,
+    /// The peer is to be told that this caller saw it leaving.
+    ack_due: bool,
+}
+
 impl LinkTask {
     fn unavailable(&self, reason: &str, maybe_ran: bool) -> CallError {
         CallError::MemberUnavailable {
@@ -192,6 +212,7 @@ impl LinkTask {
             };
             let reason = match self.connect().await {
                 Ok((requests, responses)) => {
+                    self.config.suspicion.answered(&self.member);
                     if failures > 0 {
                         tracing::info!(peer = %self.member.id, address = %self.member.address,
                             "reconnected to peer");
@@ -208,6 +229,16 @@ impl LinkTask {
                             self.config.metrics.disconnected(&peer, "broken");
                             tracing::warn!(peer = %self.member.id, address = %self.member.address,
                                 "link to peer broke: {reason}");
+                            if self.config.suspicion.check(&self.member).await {
+                                // Nothing listens there any more: calls queued for it go
+                                // elsewhere now.
+                                self.fail_queued("the member refuses connections");
+                                failures += 1;
+                                if self.pause(failures, &reason).await {
+                                    return;
+                                }
+                                continue;
+                            }
                             if answered && connected_at.elapsed() >= STABLE_AFTER {
                                 // It worked: the next call reconnects at once.
                                 failures = 0;
@@ -230,25 +261,35 @@ impl LinkTask {
                     }
                     let _ = first.reply.send(Err(self.unavailable(&reason, false)));
                     self.fail_queued(&reason);
+                    if self.config.suspicion.check(&self.member).await {
+                        self.fail_queued("the member refuses connections");
+                    }
                     reason
                 }
             };
             failures += 1;
-            // Calls queued meanwhile wait, within their deadlines, for the next attempt
-            // or for the member to leave the topology (then they fail as not run and
-            // their callers retry on the new owner): failing them at once would give up
-            // on an identity just before it fails over.
-            let pause = self.config.reconnect.delay(failures);
-            tracing::debug!(peer = %self.member.id, failures, ?pause, "next connection attempt after a pause: {reason}");
-            let closed = tokio::select! {
-                _ = self.closed.wait_for(|c| *c) => true,
-                _ = tokio::time::sleep(pause) => false,
-            };
-            if closed {
-                self.close_and_fail_queued("the member left the cluster");
+            if self.pause(failures, &reason).await {
                 return;
             }
         }
+    }
+
+    /// Waits before connection attempt `failures + 1`. Calls queued meanwhile wait,
+    /// within their deadlines, for the next attempt or for the member to leave the
+    /// topology (then they fail as not run and their callers retry on the new owner):
+    /// failing them at once would give up on an identity just before it fails over.
+    /// True when the link was closed meanwhile (and the queue failed).
+    async fn pause(&mut self, failures: u32, reason: &str) -> bool {
+        let pause = self.config.reconnect.delay(failures);
+        tracing::debug!(peer = %self.member.id, failures, ?pause, "next connection attempt after a pause: {reason}");
+        let closed = tokio::select! {
+            _ = self.closed.wait_for(|c| *c) => true,
+            _ = tokio::time::sleep(pause) => false,
+        };
+        if closed {
+            self.close_and_fail_queued("the member left the cluster");
+        }
+        closed
     }
 
     async fn connect(
@@ -284,6 +325,7 @@ impl LinkTask {
         md.insert(HDR_CLUSTER, meta(&self.config.cluster)?);
         md.insert(HDR_MEMBER_ID, meta(self.config.member_id.as_str())?);
         md.insert(HDR_ADDRESS, meta(&self.config.address)?);
+        md.insert(HDR_PROTOCOL, MetadataValue::from(super::PROTOCOL_VERSION));
         let response = tokio::time::timeout(self.config.connect_timeout, client.open(request))
             .await
             .map_err(|_| format!("handshake with {uri} timed out"))?
@@ -317,6 +359,12 @@ impl LinkTask {
                 self.member.address, self.member.id
             ));
         }
+        if let Err(msg) = super::check_protocol(md.get(HDR_PROTOCOL).map(|v| v.to_str()), "callee")
+        {
+            let msg = format!("{}: {msg}", self.member.address);
+            tracing::error!(peer = %self.member.id, "{msg}");
+            return Err(msg);
+        }
         Ok((tx, response.into_inner()))
     }
 
@@ -332,7 +380,7 @@ impl LinkTask {
         let mut staged: Option<pb::RequestBatch> = None;
         let mut staged_at = Instant::now();
         let mut carry: Option<Outbound> = Some(first);
-        let mut answered = false;
+        let mut news = StreamNews::default();
 
         // Stage a batch from `carry` and whatever else is queued right now.
         let stage = |this: &mut Self,
@@ -386,7 +434,10 @@ impl LinkTask {
             this.config.metrics.serialized("request", n);
             this.config.metrics.batch("request", n);
             this.config.metrics.inflight(n as i64);
-            Some(pb::RequestBatch { requests: batch })
+            Some(pb::RequestBatch {
+                requests: batch,
+                leaving_seen: false,
+            })
         };
 
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
@@ -398,29 +449,23 @@ impl LinkTask {
                 staged = stage(self, o, &mut pending, &mut next_id, &mut carry);
                 staged_at = Instant::now();
             }
+            if news.ack_due {
+                // Tell the leaving peer we know, with the next write.
+                news.ack_due = false;
+                staged
+                    .get_or_insert_with(|| {
+                        staged_at = Instant::now();
+                        pb::RequestBatch::default()
+                    })
+                    .leaving_seen = true;
+            }
             tokio::select! {
                 biased;
                 _ = self.closed.wait_for(|c| *c) => break Ended::Closed,
                 msg = responses.next() => match msg {
-                    Some(Ok(batch)) => {
-                        answered = true;
-                        let metrics = &self.config.metrics;
-                        metrics.deserialized("response", batch.responses.len() as u64);
-                        for r in batch.responses {
-                            match pending.remove(&r.correlation_id) {
-                                Some(p) => {
-                                    metrics.inflight(-1);
-                                    let outcome = super::outcome(&self.member.id, &p.target, p.started, r.result);
-                                    if p.reply.send(outcome).is_err() {
-                                        metrics.deadletter("caller_gone");
-                                    }
-                                }
-                                None => metrics.deadletter("unknown_correlation_id"),
-                            }
-                        }
-                    }
-                    Some(Err(status)) => break Ended::Broken { reason: format!("stream error: {status}"), answered },
-                    None => break Ended::Broken { reason: "the peer closed the stream".into(), answered },
+                    Some(Ok(batch)) => take_answers(&self.member, &self.config.metrics, batch, &mut pending, &mut news),
+                    Some(Err(status)) => break Ended::Broken { reason: format!("stream error: {status}"), answered: news.answered },
+                    None => break Ended::Broken { reason: "the peer closed the stream".into(), answered: news.answered },
                 },
                 permit = requests.reserve(), if staged.is_some() => match permit {
                     Ok(permit) => {
@@ -429,7 +474,7 @@ impl LinkTask {
                             permit.send(b);
                         }
                     }
-                    Err(_) => break Ended::Broken { reason: "the request stream closed".into(), answered },
+                    Err(_) => break Ended::Broken { reason: "the request stream closed".into(), answered: news.answered },
                 },
                 _ = sweep.tick() => {
                     // Forget calls whose callers gave up and whose answers never came.
@@ -447,6 +492,7 @@ impl LinkTask {
             Ended::Closed => ("the member left the cluster".to_string(), true),
             Ended::Broken { reason, .. } => (reason.clone(), false),
         };
+        let mut reason = reason;
         // Staged requests were never written: they did not run.
         if let Some(b) = staged.take() {
             for r in b.requests {
@@ -456,16 +502,80 @@ impl LinkTask {
                 }
             }
         }
-        self.config.metrics.inflight(-(pending.len() as i64));
-        for (_, p) in pending.drain() {
-            let _ = p.reply.send(Err(self.unavailable(&reason, true)));
-        }
         if let Some(o) = carry.take() {
             let _ = o.reply.send(Err(self.unavailable(&reason, false)));
         }
         if left {
             self.close_and_fail_queued(&reason);
+            if news.leaving && !pending.is_empty() {
+                // A graceful leave: the member answers what was written to it. Keep
+                // reading until every such call is answered or its caller gave up.
+                reason = self.drain(&mut responses, &mut pending, &mut news).await;
+            }
+        }
+        self.config.metrics.inflight(-(pending.len() as i64));
+        for (_, p) in pending.drain() {
+            let _ = p.reply.send(Err(self.unavailable(&reason, true)));
         }
         ended
+    }
+
+    /// After a leaving member left the topology: reads answers until nothing written
+    /// to it is pending (answered, or its caller gave up), or the stream ends. Returns
+    /// why the calls still pending (if any) failed.
+    async fn drain(
+        &self,
+        responses: &mut tonic::Streaming<pb::ResponseBatch>,
+        pending: &mut HashMap<u64, Pending>,
+        news: &mut StreamNews,
+    ) -> String {
+        let mut sweep = tokio::time::interval(Duration::from_millis(100));
+        while !pending.is_empty() {
+            tokio::select! {
+                msg = responses.next() => match msg {
+                    Some(Ok(batch)) => take_answers(&self.member, &self.config.metrics, batch, pending, news),
+                    Some(Err(status)) => return format!("the leaving member's stream failed: {status}"),
+                    None => return "the leaving member closed the stream before answering".into(),
+                },
+                _ = sweep.tick() => {
+                    let before = pending.len();
+                    pending.retain(|_, p| !p.reply.is_closed());
+                    self.config.metrics.inflight(-((before - pending.len()) as i64));
+                }
+            }
+        }
+        String::new()
+    }
+}
+
+/// Hands the answers of `batch` to their callers; notes what the batch said.
+fn take_answers(
+    member: &Member,
+    metrics: &Metrics,
+    batch: pb::ResponseBatch,
+    pending: &mut HashMap<u64, Pending>,
+    news: &mut StreamNews,
+) {
+    if batch.leaving && !news.leaving {
+        tracing::debug!(peer = %member.id, "peer is leaving; it answers what it was sent");
+        news.leaving = true;
+        news.ack_due = true;
+    }
+    if batch.responses.is_empty() {
+        return;
+    }
+    news.answered = true;
+    metrics.deserialized("response", batch.responses.len() as u64);
+    for r in batch.responses {
+        match pending.remove(&r.correlation_id) {
+            Some(p) => {
+                metrics.inflight(-1);
+                let outcome = super::outcome(&member.id, &p.target, p.started, r.result);
+                if p.reply.send(outcome).is_err() {
+                    metrics.deadletter("caller_gone");
+                }
+            }
+            None => metrics.deadletter("unknown_correlation_id"),
+        }
     }
 }

@@ -40,17 +40,25 @@ impl Links {
 
     /// The link to `member`, opened if needed, or `None` when `member` (this very
     /// incarnation) is not in `view`'s current topology.
+    ///
+    /// Cost on the hot path: one lock and one binary search; the check happens under
+    /// the lock (see the module's rule).
     pub(crate) fn get(&self, member: &Member, view: &TopologyView) -> Option<Arc<PeerLink>> {
         #[cfg(test)]
         if let Some(hook) = self.before_lock.lock().take() {
             hook();
         }
         let mut links = self.map.lock();
-        if view.load().topology().member(&member.id) != Some(member) {
+        let listed = {
+            let table = view.load();
+            let found = table.topology().member(&member.id);
+            found.is_some_and(|m| m.same_incarnation(member))
+        };
+        if !listed {
             return None;
         }
         if let Some(l) = links.get(&member.id) {
-            if l.member() == member {
+            if l.member().same_incarnation(member) {
                 return Some(l.clone());
             }
             l.close();
@@ -65,7 +73,9 @@ impl Links {
     pub(crate) fn close_left(&self, left: &[Member]) {
         let mut links = self.map.lock();
         for m in left {
-            if links.get(&m.id).is_some_and(|l| l.member() == m)
+            if links
+                .get(&m.id)
+                .is_some_and(|l| l.member().same_incarnation(m))
                 && let Some(l) = links.remove(&m.id)
             {
                 l.close();
@@ -99,6 +109,7 @@ mod tests {
     use super::*;
     use crate::call::Backoff;
     use crate::metrics::Metrics;
+    use crate::suspicion::Suspicion;
 
     fn member(id: &str) -> Member {
         Member {
@@ -109,7 +120,8 @@ mod tests {
         }
     }
 
-    fn links(me: &Member) -> Links {
+    fn links(me: &Member, view: &Arc<TopologyView>) -> Links {
+        let suspicion = Arc::new(Suspicion::new(view.clone(), Duration::from_millis(100)));
         Links::new(LinkConfig {
             metrics: Arc::new(Metrics::new(None, me)),
             cluster: "test".into(),
@@ -121,6 +133,7 @@ mod tests {
             max_message_bytes: 4 << 20,
             connect_timeout: Duration::from_secs(1),
             reconnect: Backoff::default(),
+            suspicion,
         })
     }
 
@@ -130,7 +143,7 @@ mod tests {
         let peer = member("peer");
         let view = Arc::new(TopologyView::new(me.clone()));
         assert!(view.apply(vec![peer.clone()]).is_some());
-        let links = Arc::new(links(&me));
+        let links = Arc::new(links(&me, &view));
         // The peer leaves between the caller's decision to open a link and its taking
         // the lock: the new topology is stored, then the links of those who left are
         // closed — in the order the membership driver does it.
@@ -156,9 +169,9 @@ mod tests {
     async fn a_link_opened_before_the_member_leaves_is_closed_by_the_removal() {
         let me = member("me");
         let peer = member("peer");
-        let view = TopologyView::new(me.clone());
+        let view = Arc::new(TopologyView::new(me.clone()));
         view.apply(vec![peer.clone()]);
-        let links = links(&me);
+        let links = links(&me, &view);
         let first = links.get(&peer, &view);
         assert!(first.is_some());
         assert!(

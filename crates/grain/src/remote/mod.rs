@@ -24,7 +24,7 @@ mod server;
 
 pub(crate) use client::LinkConfig;
 pub(crate) use links::Links;
-pub(crate) use server::{Dispatch, RemoteService, ResponseSink, Server, ServerLimits};
+pub(crate) use server::{Dispatch, Leave, RemoteService, ResponseSink, Server, ServerLimits};
 
 use std::time::Duration;
 
@@ -44,6 +44,36 @@ pub(crate) mod pb {
 pub(crate) const HDR_CLUSTER: &str = "grain-cluster";
 pub(crate) const HDR_MEMBER_ID: &str = "grain-member-id";
 pub(crate) const HDR_ADDRESS: &str = "grain-address";
+pub(crate) const HDR_PROTOCOL: &str = "grain-protocol";
+
+/// The version of this protocol a member speaks: 2 adds `ResponseBatch.leaving`.
+/// Members before versioning send no `grain-protocol` header and count as 1.
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
+/// The oldest version this member talks to.
+pub(crate) const MIN_PROTOCOL_VERSION: u32 = 1;
+
+/// Checks a peer's `grain-protocol` header (`None`: a member before versioning, 1).
+/// `Err` says what is wrong, naming both versions.
+pub(crate) fn check_protocol(
+    header: Option<Result<&str, tonic::metadata::errors::ToStrError>>,
+    who: &str,
+) -> Result<u32, String> {
+    let version = match header {
+        None => 1,
+        Some(v) => v
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .ok_or_else(|| format!("the {who} sent an unreadable {HDR_PROTOCOL} header"))?,
+    };
+    if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
+        Ok(version)
+    } else {
+        Err(format!(
+            "the {who} speaks protocol version {version}, this member speaks \
+             {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}: upgrade the older members"
+        ))
+    }
+}
 
 /// A failure message cut to [`MAX_ENVELOPE_META_BYTES`] (at a character boundary).
 fn bounded_message(mut message: String) -> String {
@@ -139,4 +169,23 @@ pub(crate) fn deadline_from_micros(micros: u64) -> tokio::time::Instant {
         Duration::from_micros(micros).min(cap)
     };
     tokio::time::Instant::now() + d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_of_supported_protocol_versions_talk_and_others_are_told_why_not() {
+        assert_eq!(check_protocol(None, "caller"), Ok(1), "before versioning");
+        assert_eq!(check_protocol(Some(Ok("2")), "caller"), Ok(2));
+        let newer = check_protocol(Some(Ok("99")), "caller");
+        let msg = newer.err().unwrap_or_default();
+        assert!(
+            msg.contains("protocol version 99") && msg.contains("1 to 2"),
+            "{msg}"
+        );
+        assert!(check_protocol(Some(Ok("zero")), "callee").is_err());
+        assert!(check_protocol(Some(Ok("0")), "callee").is_err());
+    }
 }

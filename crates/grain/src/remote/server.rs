@@ -8,11 +8,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use prost::Message;
+use std::sync::atomic::Ordering;
+
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{HDR_ADDRESS, HDR_CLUSTER, HDR_MEMBER_ID, pb};
+use super::{HDR_ADDRESS, HDR_CLUSTER, HDR_MEMBER_ID, HDR_PROTOCOL, pb};
 use crate::error::CallError;
 use crate::identity::MemberId;
 use crate::metrics::Metrics;
@@ -64,11 +66,106 @@ pub(crate) struct ServerLimits {
     pub(crate) max_batch_bytes: usize,
 }
 
+/// The server's part in a graceful leave: telling every caller that this member is
+/// leaving, and knowing when they have all closed their streams.
+#[derive(Default)]
+pub(crate) struct Leave {
+    leaving: std::sync::atomic::AtomicBool,
+    announced: tokio::sync::Notify,
+    open: std::sync::atomic::AtomicUsize,
+    closed: tokio::sync::Notify,
+    /// Open streams whose caller has not yet said it saw the announcement.
+    unacked: std::sync::atomic::AtomicUsize,
+    acked: tokio::sync::Notify,
+}
+
+impl Leave {
+    /// Tells every open and future inbound stream that this member is leaving.
+    pub(crate) fn announce(&self) {
+        self.leaving.store(true, Ordering::SeqCst);
+        self.announced.notify_waiters();
+    }
+
+    fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every open stream's caller said it saw the announcement (or closed
+    /// its stream), or `until`. True when all did. Members before protocol 2 never say
+    /// so; for them this waits until `until`.
+    pub(crate) async fn wait_acknowledged(&self, until: tokio::time::Instant) -> bool {
+        loop {
+            let acked = self.acked.notified();
+            tokio::pin!(acked);
+            acked.as_mut().enable();
+            if self.unacked.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(until, acked).await.is_err() {
+                return self.unacked.load(Ordering::SeqCst) == 0;
+            }
+        }
+    }
+
+    /// Waits until every caller closed its stream, or `until`. True when all closed.
+    pub(crate) async fn wait_streams_closed(&self, until: tokio::time::Instant) -> bool {
+        loop {
+            let closed = self.closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if self.open.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(until, closed).await.is_err() {
+                return self.open.load(Ordering::SeqCst) == 0;
+            }
+        }
+    }
+
+    /// Counts one open inbound stream until the guard drops.
+    fn opened(self: &Arc<Self>) -> StreamGuard {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        self.unacked.fetch_add(1, Ordering::SeqCst);
+        StreamGuard {
+            leave: self.clone(),
+            acked: false,
+        }
+    }
+}
+
+/// One open inbound stream.
+struct StreamGuard {
+    leave: Arc<Leave>,
+    acked: bool,
+}
+
+impl StreamGuard {
+    /// Its caller saw the announcement.
+    fn ack(&mut self) {
+        if !self.acked {
+            self.acked = true;
+            if self.leave.unacked.fetch_sub(1, Ordering::SeqCst) == 1 {
+                self.leave.acked.notify_waiters();
+            }
+        }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.ack();
+        if self.leave.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.leave.closed.notify_waiters();
+        }
+    }
+}
+
 /// The `grain.v1.Remote` service.
 pub(crate) struct RemoteService {
     dispatch: Arc<dyn Dispatch>,
     limits: ServerLimits,
     metrics: Arc<Metrics>,
+    leave: Arc<Leave>,
 }
 
 impl RemoteService {
@@ -76,11 +173,13 @@ impl RemoteService {
         dispatch: Arc<dyn Dispatch>,
         limits: ServerLimits,
         metrics: Arc<Metrics>,
+        leave: Arc<Leave>,
     ) -> Self {
         Self {
             dispatch,
             limits,
             metrics,
+            leave,
         }
     }
 }
@@ -114,6 +213,12 @@ impl pb::remote_server::Remote for RemoteService {
                 "refused a peer of another cluster: {msg}");
             return Err(Status::failed_precondition(msg));
         }
+        if let Err(msg) = super::check_protocol(md.get(HDR_PROTOCOL).map(|v| v.to_str()), "caller")
+        {
+            let msg = format!("member {me} refused {peer} at {peer_addr}: {msg}");
+            tracing::warn!(%peer, peer_address = %peer_addr, "{msg}");
+            return Err(Status::failed_precondition(msg));
+        }
         tracing::debug!(%peer, peer_address = %peer_addr, "peer connected");
 
         let mut inbound = request.into_inner();
@@ -122,10 +227,14 @@ impl pb::remote_server::Remote for RemoteService {
         let permits = Arc::new(Semaphore::new(limits.max_inflight_per_stream.max(1)));
         let dispatch = self.dispatch.clone();
         let metrics = self.metrics.clone();
+        let mut open = self.leave.opened();
         tokio::spawn(async move {
             loop {
                 match inbound.message().await {
                     Ok(Some(batch)) => {
+                        if batch.leaving_seen {
+                            open.ack();
+                        }
                         metrics.deserialized("request", batch.requests.len() as u64);
                         for req in batch.requests {
                             let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -149,7 +258,7 @@ impl pb::remote_server::Remote for RemoteService {
         });
 
         let metrics = self.metrics.clone();
-        let counted = batches(rx, limits).map(move |b| {
+        let counted = batches(rx, limits, self.leave.clone()).map(move |b| {
             if let Ok(b) = &b {
                 let n = b.responses.len() as u64;
                 metrics.serialized("response", n);
@@ -165,40 +274,65 @@ impl pb::remote_server::Remote for RemoteService {
         if let Ok(v) = MetadataValue::try_from(me.as_str()) {
             md.insert(HDR_MEMBER_ID, v);
         }
+        md.insert(HDR_PROTOCOL, MetadataValue::from(super::PROTOCOL_VERSION));
         Ok(response)
     }
 }
 
-/// Drains whatever answers are queued into one batch per write.
+/// Drains whatever answers are queued into one batch per write; once this member is
+/// leaving, one batch says so (an empty one if nothing is queued).
 fn batches(
     rx: mpsc::Receiver<Answer>,
     limits: ServerLimits,
+    leave: Arc<Leave>,
 ) -> impl Stream<Item = Result<pb::ResponseBatch, Status>> + Send {
     futures::stream::unfold(
-        (rx, None::<pb::Response>),
-        move |(mut rx, carry)| async move {
-            let first = match carry {
-                Some(r) => r,
-                None => rx.recv().await?.0,
-            };
-            let mut bytes = first.encoded_len();
-            let mut responses = vec![first];
-            let mut carry = None;
-            while responses.len() < limits.max_batch {
-                match rx.try_recv() {
-                    Ok((r, _permit)) => {
-                        let len = r.encoded_len();
-                        if bytes + len > limits.max_batch_bytes {
-                            carry = Some(r);
-                            break;
+        (rx, None::<pb::Response>, false),
+        move |(mut rx, carry, told)| {
+            let leave = leave.clone();
+            async move {
+                let first = match carry {
+                    Some(r) => Some(r),
+                    None if told => Some(rx.recv().await?.0),
+                    None => {
+                        let announced = leave.announced.notified();
+                        tokio::pin!(announced);
+                        announced.as_mut().enable();
+                        if leave.is_leaving() {
+                            rx.try_recv().ok().map(|a| a.0)
+                        } else {
+                            tokio::select! {
+                                a = rx.recv() => Some(a?.0),
+                                _ = announced => rx.try_recv().ok().map(|a| a.0),
+                            }
                         }
-                        bytes += len;
-                        responses.push(r);
                     }
-                    Err(_) => break,
+                };
+                let mut responses = Vec::new();
+                let mut bytes = 0;
+                let mut carry = None;
+                if let Some(first) = first {
+                    bytes = first.encoded_len();
+                    responses.push(first);
                 }
+                while !responses.is_empty() && responses.len() < limits.max_batch {
+                    match rx.try_recv() {
+                        Ok((r, _permit)) => {
+                            let len = r.encoded_len();
+                            if bytes + len > limits.max_batch_bytes {
+                                carry = Some(r);
+                                break;
+                            }
+                            bytes += len;
+                            responses.push(r);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let leaving = !told && leave.is_leaving();
+                let batch = pb::ResponseBatch { responses, leaving };
+                Some((Ok(batch), (rx, carry, told || leaving)))
             }
-            Some((Ok(pb::ResponseBatch { responses }), (rx, carry)))
         },
     )
 }
