@@ -99,6 +99,32 @@ impl GrainGenerator {
     }
 }
 
+/// Whether the `.proto` declares `m` safe to run more than once: `idempotency_level`
+/// `NO_SIDE_EFFECTS` or `IDEMPOTENT` (absent or `IDEMPOTENCY_UNKNOWN` is not).
+fn idempotent(m: &Method) -> bool {
+    use prost_types::method_options::IdempotencyLevel;
+    matches!(
+        m.options.idempotency_level(),
+        IdempotencyLevel::NoSideEffects | IdempotencyLevel::Idempotent
+    )
+}
+
+/// The doc of `<METHOD>_IDEMPOTENT`: what the `.proto` says and what follows from it.
+fn idempotency_doc(m: &Method) -> String {
+    let level = m.options.idempotency_level().as_str_name();
+    let declared = if m.options.idempotency_level.is_some() {
+        format!("declares `idempotency_level = {level}`")
+    } else {
+        "declares no `idempotency_level`".to_string()
+    };
+    let follows = if idempotent(m) {
+        "idempotent: the typed client also retries it after an attempt that may have run"
+    } else {
+        "not idempotent: the typed client sends it at most once"
+    };
+    format!("Rpc `{}` {declared};\n/// {follows}.", m.proto_name)
+}
+
 fn method_path(service: &Service, m: &Method) -> String {
     if service.package.is_empty() {
         format!("{}/{}", service.proto_name, m.proto_name)
@@ -150,11 +176,15 @@ impl ServiceGenerator for GrainGenerator {
             if !m.comments.leading.is_empty() {
                 o.push_str("///\n");
             }
+            let _ = writeln!(o, "/// Handles `{}`.", method_path(&service, m));
+            if idempotent(m) {
+                o.push_str(
+                    "///\n/// Declared idempotent in the `.proto`: one call may run it more than once.\n",
+                );
+            }
             let _ = writeln!(
                 o,
-                "/// Handles `{path}`.\n\
-                 fn {name}(&mut self, ctx: &{rt}::GrainContext, request: {input}) -> impl ::core::future::Future<Output = ::core::result::Result<{output}, {rt}::GrainError>> + ::core::marker::Send;",
-                path = method_path(&service, m),
+                "fn {name}(&mut self, ctx: &{rt}::GrainContext, request: {input}) -> impl ::core::future::Future<Output = ::core::result::Result<{output}, {rt}::GrainError>> + ::core::marker::Send;",
                 name = m.name,
                 input = m.input_type,
                 output = m.output_type,
@@ -177,10 +207,14 @@ impl ServiceGenerator for GrainGenerator {
             let _ = writeln!(
                 o,
                 "/// The wire name of rpc `{proto}`.\n\
-                 pub const {upper}_PATH: &'static str = \"{path}\";",
+                 pub const {upper}_PATH: &'static str = \"{path}\";\n\
+                 /// {says}\n\
+                 pub const {upper}_IDEMPOTENT: bool = {idempotent};",
                 proto = m.proto_name,
                 upper = shouty(&m.proto_name),
                 path = method_path(&service, m),
+                says = idempotency_doc(m),
+                idempotent = idempotent(m),
             );
         }
         let _ = writeln!(
@@ -266,15 +300,29 @@ impl ServiceGenerator for GrainGenerator {
             if !m.comments.leading.is_empty() {
                 o.push_str("///\n");
             }
+            let delivery = if idempotent(m) {
+                "Idempotent (the `.proto` says `idempotency_level`): retried after an attempt that\n\
+                 /// may have run, within the deadline."
+                    .to_string()
+            } else {
+                format!(
+                    "At most once: not retried after an attempt that may have run, unless the call\n\
+                     /// options say [`idempotent`]({rt}::CallOptions::idempotent)."
+                )
+            };
             let _ = writeln!(
                 o,
                 "/// Calls `{path}`.\n\
+                 ///\n\
+                 /// {delivery}\n\
                  pub async fn {name}(&self, request: {input}) -> ::core::result::Result<{output}, {rt}::CallError> {{\n\
-                 {rt}::unary(&self.cluster, &self.identity, {s}Kind::{upper}_PATH, &request, self.options.as_ref()).await\n\
+                 {rt}::unary(&self.cluster, &self.identity, {s}Kind::{upper}_PATH, &request, self.options.as_ref(), {s}Kind::{upper}_IDEMPOTENT).await\n\
                  }}\n\
                  /// Calls `{path}` with explicit options for this call only.\n\
+                 ///\n\
+                 /// {delivery}\n\
                  pub async fn {with}(&self, request: {input}, options: &{rt}::CallOptions) -> ::core::result::Result<{output}, {rt}::CallError> {{\n\
-                 {rt}::unary(&self.cluster, &self.identity, {s}Kind::{upper}_PATH, &request, ::core::option::Option::Some(options)).await\n\
+                 {rt}::unary(&self.cluster, &self.identity, {s}Kind::{upper}_PATH, &request, ::core::option::Option::Some(options), {s}Kind::{upper}_IDEMPOTENT).await\n\
                  }}",
                 path = method_path(&service, m),
                 name = m.name,

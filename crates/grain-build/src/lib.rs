@@ -6,10 +6,17 @@
 //! - a trait `S` with one async method per rpc (`request` + [grain context] → response
 //!   or grain error) and optional lifecycle hooks `activated` / `deactivated`;
 //! - `SKind::new(factory)`, the kind registration (kind name = service name, method
-//!   path constants `SKind::<METHOD>_PATH`), returning a runtime `Kind` whose options
-//!   (idle timeout) can be set;
+//!   path constants `SKind::<METHOD>_PATH`, and `SKind::<METHOD>_IDEMPOTENT`, see
+//!   below), returning a runtime `Kind` whose options (idle timeout) can be set;
 //! - `SClient::new(&cluster, "identity")`, a typed client with one async method per rpc,
 //!   plus `<method>_with(request, &options)` for per-call options.
+//!
+//! A method declared with protobuf's standard option
+//! `option idempotency_level = NO_SIDE_EFFECTS;` (or `IDEMPOTENT`) is idempotent: its
+//! `<METHOD>_IDEMPOTENT` is `true`, and the typed client has the runtime retry it after
+//! an attempt that may have run (link broken after the call was written, attempt timed
+//! out), within the call's deadline. Any other method (`IDEMPOTENCY_UNKNOWN`, or no
+//! option) is sent at most once unless the call options say it is idempotent.
 //!
 //! ```ignore
 //! // build.rs

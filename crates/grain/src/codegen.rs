@@ -26,23 +26,28 @@ pub fn encode<M: prost::Message>(message: &M) -> Bytes {
 }
 
 /// Calls `method` of grain `identity` with a typed request and decodes the typed
-/// response. `options` of `None` means the cluster's defaults.
+/// response. `options` of `None` means the cluster's defaults. `idempotent` is what the
+/// `.proto` declares (`idempotency_level` `NO_SIDE_EFFECTS` or `IDEMPOTENT`): such a
+/// call, like one whose options say [`CallOptions::idempotent`], is also retried after
+/// an attempt that may have run; any other stays at most once.
 pub async fn unary<Req, Resp>(
     cluster: &Cluster,
     identity: &ClusterIdentity,
     method: &str,
     request: &Req,
     options: Option<&CallOptions>,
+    idempotent: bool,
 ) -> Result<Resp, CallError>
 where
     Req: prost::Message,
     Resp: prost::Message + Default,
 {
     let payload = encode(request);
-    let answer = match options {
-        Some(o) => cluster.call_with(identity, method, payload, o).await?,
-        None => cluster.call(identity, method, payload).await?,
-    };
+    let options = options.unwrap_or_else(|| cluster.call_defaults());
+    let idempotent = idempotent || options.idempotent;
+    let answer = cluster
+        .call_with_idempotency(identity, method, payload, options, idempotent)
+        .await?;
     Resp::decode(answer).map_err(|e| {
         CallError::Codec(format!(
             "cannot decode the response of {identity} {method}: {e}"

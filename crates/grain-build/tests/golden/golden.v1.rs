@@ -39,7 +39,7 @@ pub trait Counter: ::core::marker::Send + 'static {
         let _ = ctx;
         async {}
     }
-    /// Adds `by` to the total.
+    /// Adds `by` to the total: not idempotent, sent at most once.
     ///
     /// Handles `golden.v1.Counter/Add`.
     fn add(
@@ -49,7 +49,11 @@ pub trait Counter: ::core::marker::Send + 'static {
     ) -> impl ::core::future::Future<
         Output = ::core::result::Result<CountResponse, ::grain::codegen::GrainError>,
     > + ::core::marker::Send;
+    /// Reads the total: safe to run again.
+    ///
     /// Handles `golden.v1.Counter/Get`.
+    ///
+    /// Declared idempotent in the `.proto`: one call may run it more than once.
     fn get(
         &mut self,
         ctx: &::grain::codegen::GrainContext,
@@ -68,8 +72,14 @@ impl CounterKind {
     pub const NAME: &'static str = "Counter";
     /// The wire name of rpc `Add`.
     pub const ADD_PATH: &'static str = "golden.v1.Counter/Add";
+    /// Rpc `Add` declares no `idempotency_level`;
+    /// not idempotent: the typed client sends it at most once.
+    pub const ADD_IDEMPOTENT: bool = false;
     /// The wire name of rpc `Get`.
     pub const GET_PATH: &'static str = "golden.v1.Counter/Get";
+    /// Rpc `Get` declares `idempotency_level = NO_SIDE_EFFECTS`;
+    /// idempotent: the typed client also retries it after an attempt that may have run.
+    pub const GET_IDEMPOTENT: bool = true;
     /// A kind whose activations `factory` makes, one per identity. Set options such as
     /// the idle timeout on the returned kind.
     pub fn new<G, F>(factory: F) -> ::grain::codegen::Kind
@@ -158,9 +168,12 @@ impl CounterClient {
     pub fn identity(&self) -> &::grain::codegen::ClusterIdentity {
         &self.identity
     }
-    /// Adds `by` to the total.
+    /// Adds `by` to the total: not idempotent, sent at most once.
     ///
     /// Calls `golden.v1.Counter/Add`.
+    ///
+    /// At most once: not retried after an attempt that may have run, unless the call
+    /// options say [`idempotent`](::grain::codegen::CallOptions::idempotent).
     pub async fn add(
         &self,
         request: CountRequest,
@@ -171,10 +184,14 @@ impl CounterClient {
                 CounterKind::ADD_PATH,
                 &request,
                 self.options.as_ref(),
+                CounterKind::ADD_IDEMPOTENT,
             )
             .await
     }
     /// Calls `golden.v1.Counter/Add` with explicit options for this call only.
+    ///
+    /// At most once: not retried after an attempt that may have run, unless the call
+    /// options say [`idempotent`](::grain::codegen::CallOptions::idempotent).
     pub async fn add_with(
         &self,
         request: CountRequest,
@@ -186,10 +203,16 @@ impl CounterClient {
                 CounterKind::ADD_PATH,
                 &request,
                 ::core::option::Option::Some(options),
+                CounterKind::ADD_IDEMPOTENT,
             )
             .await
     }
+    /// Reads the total: safe to run again.
+    ///
     /// Calls `golden.v1.Counter/Get`.
+    ///
+    /// Idempotent (the `.proto` says `idempotency_level`): retried after an attempt that
+    /// may have run, within the deadline.
     pub async fn get(
         &self,
         request: CountRequest,
@@ -200,10 +223,14 @@ impl CounterClient {
                 CounterKind::GET_PATH,
                 &request,
                 self.options.as_ref(),
+                CounterKind::GET_IDEMPOTENT,
             )
             .await
     }
     /// Calls `golden.v1.Counter/Get` with explicit options for this call only.
+    ///
+    /// Idempotent (the `.proto` says `idempotency_level`): retried after an attempt that
+    /// may have run, within the deadline.
     pub async fn get_with(
         &self,
         request: CountRequest,
@@ -215,6 +242,7 @@ impl CounterClient {
                 CounterKind::GET_PATH,
                 &request,
                 ::core::option::Option::Some(options),
+                CounterKind::GET_IDEMPOTENT,
             )
             .await
     }
