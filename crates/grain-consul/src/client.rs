@@ -132,16 +132,33 @@ impl ConsulClient {
             .map_err(|e| unreachable(format!("reading the answer: {e}")))?
             .to_bytes();
         if !status.is_success() {
-            let mut text = String::from_utf8_lossy(&body).trim().to_string();
-            text.truncate(500);
             return Err(ConsulError::Status {
                 status,
                 what,
-                body: text,
+                body: cut(String::from_utf8_lossy(&body).trim(), MAX_ERROR_BODY),
             });
         }
         Ok(Answer { headers, body })
     }
+}
+
+/// How much of an error body [`ConsulError::Status`] keeps, in bytes.
+pub(crate) const MAX_ERROR_BODY: usize = 500;
+
+/// What ends a body that was cut.
+pub(crate) const CUT_MARKER: &str = "… (cut)";
+
+/// `text` if it is at most `max` bytes long, else its longest prefix of at most `max`
+/// bytes that ends on a character boundary, followed by [`CUT_MARKER`].
+pub(crate) fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let end = (0..=max)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    format!("{}{CUT_MARKER}", &text[..end])
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -153,4 +170,29 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_are_cut_on_a_character_boundary_with_a_marker() {
+        // Byte 500 falls inside the first 'é' (two bytes: 499 and 500).
+        let body = format!("{}{}", "a".repeat(499), "é".repeat(10));
+        let cut_body = cut(&body, MAX_ERROR_BODY);
+        assert_eq!(cut_body, format!("{}{CUT_MARKER}", "a".repeat(499)));
+        // Four-byte characters straddling the limit at every offset.
+        for pad in 0..4 {
+            let body = format!("{}{}", "a".repeat(497 + pad), "😀".repeat(3));
+            let c = cut(&body, MAX_ERROR_BODY);
+            let kept = c
+                .strip_suffix(CUT_MARKER)
+                .unwrap_or_else(|| panic!("{c:?}"));
+            assert!(kept.len() <= MAX_ERROR_BODY && body.starts_with(kept));
+        }
+        assert_eq!(cut("short", MAX_ERROR_BODY), "short");
+        let exact = "é".repeat(250);
+        assert_eq!(cut(&exact, MAX_ERROR_BODY), exact);
+    }
 }
