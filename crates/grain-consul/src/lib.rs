@@ -17,6 +17,7 @@ pub mod agent;
 pub mod api;
 mod client;
 pub mod config;
+mod health;
 mod provider;
 
 #[cfg(feature = "dev-agent")]

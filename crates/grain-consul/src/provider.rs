@@ -1,6 +1,7 @@
 //! [`ConsulMembership`]: the membership provider over Consul's agent HTTP API.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,9 +9,10 @@ use grain::membership::{MemberSnapshot, MembershipError, MembershipProvider};
 use grain::{Member, MemberId};
 use http::{Method, StatusCode};
 
-use crate::api::{self, CheckDefinition, ServiceEntry, ServiceRegistration};
+use crate::api::{self, CheckDefinition, ServiceRegistration};
 use crate::client::{ConsulClient, ConsulError, encode};
 use crate::config::{ConsulConfig, base_url};
+use crate::health::{self, Skipped};
 
 /// Metadata keys a member registers.
 pub mod meta {
@@ -33,11 +35,18 @@ pub mod meta {
 /// incarnation, `Address`/`Port` = its gRPC endpoint, with a TTL check
 /// `service:<member id>` that [`MembershipProvider::keep_alive`] passes. The topology is
 /// watched with blocking queries on `/v1/health/service/<cluster>?passing`.
+///
+/// An entry of that answer that is not a well-formed member (say `null` Meta: a service
+/// of the same name not registered by grain, or a bad port) is left out of the snapshot
+/// with a warning naming its ID and what is wrong, logged once while the problem lasts;
+/// the other entries still count. `null` Tags mean a member that hosts no kinds.
 #[derive(Clone, Debug)]
 pub struct ConsulMembership {
     client: ConsulClient,
     service: String,
     config: ConsulConfig,
+    /// The entries skipped from the last snapshot, so a lasting problem is logged once.
+    skipped: Arc<Mutex<HashSet<Skipped>>>,
 }
 
 impl std::fmt::Debug for ConsulClient {
@@ -71,7 +80,23 @@ impl ConsulMembership {
             client: ConsulClient::new(base, config.token.clone()),
             service: cluster.to_string(),
             config,
+            skipped: Arc::default(),
         })
+    }
+
+    /// Logs the skipped entries not already skipped from the previous snapshot.
+    fn report_skipped(&self, skipped: Vec<Skipped>) {
+        let now: HashSet<Skipped> = skipped.into_iter().collect();
+        let mut before = self.skipped.lock().unwrap_or_else(|p| p.into_inner());
+        for s in now.difference(&before) {
+            tracing::warn!(
+                service = %self.service,
+                id = %s.id,
+                problem = %s.problem,
+                "skipping a Consul health entry that is not a well-formed grain member"
+            );
+        }
+        *before = now;
     }
 
     /// The agent's base URL.
@@ -134,14 +159,6 @@ fn split_address(address: &str) -> Option<(String, u16)> {
     (!host.is_empty()).then(|| (host.to_string(), port))
 }
 
-fn join_address(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 fn membership_error(e: ConsulError) -> MembershipError {
     match e {
         ConsulError::Unreachable { .. } => MembershipError::Unavailable(e.to_string()),
@@ -157,35 +174,6 @@ fn membership_error(e: ConsulError) -> MembershipError {
         ConsulError::Decode { .. } => MembershipError::Unavailable(e.to_string()),
         ConsulError::InvalidRequest(_) => MembershipError::Rejected(e.to_string()),
     }
-}
-
-/// Turns health entries into members; entries that are not members are skipped.
-fn members_of(entries: Vec<ServiceEntry>) -> Vec<Member> {
-    entries
-        .into_iter()
-        .filter_map(|e| {
-            let s = e.service;
-            if s.port == 0 {
-                return None;
-            }
-            let host = if s.address.is_empty() {
-                e.node.address
-            } else {
-                s.address
-            };
-            let incarnation = s
-                .meta
-                .get(meta::INCARNATION)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            Some(Member {
-                id: MemberId::new(s.id),
-                address: join_address(&host, s.port),
-                kinds: s.tags,
-                incarnation,
-            })
-        })
-        .collect()
 }
 
 #[async_trait]
@@ -253,12 +241,12 @@ impl MembershipProvider for ConsulMembership {
             .ok_or_else(|| {
                 MembershipError::Unavailable("Consul's answer has no valid X-Consul-Index".into())
             })?;
-        let entries: Vec<ServiceEntry> = serde_json::from_slice(&answer.body).map_err(|e| {
-            MembershipError::Unavailable(format!("cannot decode Consul's health answer: {e}"))
-        })?;
+        let (members, skipped) =
+            health::members_of(&answer.body).map_err(MembershipError::Unavailable)?;
+        self.report_skipped(skipped);
         Ok(MemberSnapshot {
             index: index.max(1),
-            members: members_of(entries),
+            members,
         })
     }
 
@@ -293,8 +281,8 @@ mod tests {
         assert_eq!(split_address("[::1]:7000"), Some(("::1".into(), 7000)));
         assert_eq!(split_address("fizz:0"), None);
         assert_eq!(split_address("fizz"), None);
-        assert_eq!(join_address("::1", 7000), "[::1]:7000");
-        assert_eq!(join_address("fizz", 7000), "fizz:7000");
+        assert_eq!(health::join_address("::1", 7000), "[::1]:7000");
+        assert_eq!(health::join_address("fizz", 7000), "fizz:7000");
     }
 
     #[test]
