@@ -57,6 +57,9 @@ impl std::fmt::Debug for ConsulClient {
     }
 }
 
+/// The longest blocking query Consul serves, in seconds.
+const MAX_WAIT_SECS: u64 = 600;
+
 fn check_id(member: &str) -> String {
     format!("service:{member}")
 }
@@ -222,10 +225,11 @@ impl MembershipProvider for ConsulMembership {
         let mut path = format!("/v1/health/service/{}?passing=1", encode(&self.service));
         let mut timeout = self.config.request_timeout;
         if let Some(index) = after {
-            let secs = wait.as_secs().max(1);
+            // Consul waits at most ten minutes, whatever it is asked.
+            let secs = wait.as_secs().clamp(1, MAX_WAIT_SECS);
             path.push_str(&format!("&index={index}&wait={secs}s"));
             // Consul adds up to wait/16 of jitter.
-            timeout += Duration::from_secs(secs + secs / 16 + 1);
+            timeout = timeout.saturating_add(Duration::from_secs(secs + secs / 16 + 1));
         }
         path.push_str(&self.dc_param());
         let answer = self

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use grain::MemberId;
 use grain::membership::{MembershipError, MembershipProvider};
-use support::{Reply, member, mixed_health, provider, stand_in};
+use grain_consul::{ConsulConfig, ConsulMembership};
+use support::{Reply, config, member, mixed_health, provider, stand_in};
 
 #[tokio::test]
 async fn an_error_body_is_cut_on_a_character_boundary_not_inside_one() {
@@ -55,4 +56,51 @@ async fn a_malformed_health_entry_is_skipped_and_the_other_members_are_kept() {
     assert_eq!(members[0], member("m1"));
     // Null Tags: a member that hosts no kinds (a client).
     assert!(members[1].kinds.is_empty());
+}
+
+#[tokio::test]
+async fn a_blocking_query_asks_consul_for_at_most_ten_minutes_however_long_the_wait() {
+    let mut agent = stand_in(|_| Reply::new(200, "[]").header("X-Consul-Index", "3")).await;
+    let p = ConsulMembership::new(
+        "c",
+        ConsulConfig {
+            request_timeout: Duration::MAX,
+            ..config(&agent)
+        },
+    )
+    .unwrap_or_else(|e| panic!("provider: {e}"));
+    let snapshot = p
+        .members(Some(2), Duration::MAX)
+        .await
+        .unwrap_or_else(|e| panic!("members: {e}"));
+    assert_eq!(snapshot.index, 3);
+    let request = agent.requests.recv().await.unwrap_or_default();
+    assert!(request.contains("&index=2&wait=600s"), "{request}");
+}
+
+#[tokio::test]
+async fn an_index_that_is_not_a_u64_is_an_error_and_zero_counts_as_one() {
+    for (index, want) in [
+        ("0", Some(1)),
+        ("18446744073709551615", Some(u64::MAX)),
+        ("18446744073709551616", None),
+        ("-1", None),
+        ("seven", None),
+        ("", None),
+    ] {
+        let agent = stand_in(move |_| Reply::new(200, "[]").header("X-Consul-Index", index)).await;
+        let r = provider(&agent)
+            .members(Some(u64::MAX), Duration::from_secs(1))
+            .await;
+        match (want, r) {
+            (Some(want), Ok(s)) => assert_eq!(s.index, want, "{index:?}"),
+            (None, Err(MembershipError::Unavailable(m))) => {
+                assert!(m.contains("X-Consul-Index"), "{index:?}: {m}");
+            }
+            (want, r) => panic!("{index:?}: wanted {want:?}, got {r:?}"),
+        }
+    }
+    let agent = stand_in(|_| Reply::new(200, "[]")).await;
+    let r = provider(&agent).members(None, Duration::from_secs(1)).await;
+    assert!(matches!(r, Err(MembershipError::Unavailable(_))), "{r:?}");
 }

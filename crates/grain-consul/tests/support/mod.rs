@@ -102,12 +102,17 @@ pub(crate) async fn stand_in(answer: impl Fn(&str) -> Reply + Send + Sync + 'sta
     StandIn { addr, requests }
 }
 
-pub(crate) fn provider(agent: &StandIn) -> ConsulMembership {
-    let config = ConsulConfig {
+/// The provider's default settings, pointed at `agent`.
+pub(crate) fn config(agent: &StandIn) -> ConsulConfig {
+    ConsulConfig {
         address: format!("http://{}", agent.addr),
         ..ConsulConfig::default()
-    };
-    ConsulMembership::new("c", config).unwrap_or_else(|e| panic!("provider: {e}"))
+    }
+}
+
+/// A provider for the cluster `c` on `agent`.
+pub(crate) fn provider(agent: &StandIn) -> ConsulMembership {
+    ConsulMembership::new("c", config(agent)).unwrap_or_else(|e| panic!("provider: {e}"))
 }
 
 pub(crate) fn member(id: &str) -> Member {
