@@ -93,10 +93,10 @@ pub struct Node {
     #[serde(default)]
     pub datacenter: String,
     /// Tagged addresses.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub tagged_addresses: HashMap<String, String>,
     /// Metadata.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub meta: HashMap<String, String>,
     /// Raft index of creation.
     #[serde(default)]
@@ -116,13 +116,13 @@ pub struct AgentService {
     /// Service name.
     pub service: String,
     /// Tags.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub tags: Vec<String>,
     /// Address (empty: the node's).
     #[serde(default)]
     pub address: String,
     /// Metadata.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub meta: HashMap<String, String>,
     /// Port.
     #[serde(default)]
@@ -189,7 +189,7 @@ pub struct HealthCheck {
     #[serde(default)]
     pub service_name: String,
     /// The service's tags.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub service_tags: Vec<String>,
     /// `ttl`, or empty for node checks.
     #[serde(rename = "Type", default)]
@@ -211,8 +211,18 @@ pub struct ServiceEntry {
     /// The service instance.
     pub service: AgentService,
     /// The node's and the instance's checks.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub checks: Vec<HealthCheck>,
+}
+
+/// Consul encodes an empty list or map as `null` (a Go nil slice or map): decode it,
+/// like an absent field, as the empty value.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
 }
 
 /// Parses a Go duration (`300ms`, `1.5s`, `1m30s`, `2h`).
@@ -302,6 +312,23 @@ mod tests {
         ] {
             assert_eq!(parse_go_duration(&format_go_duration(d)), Some(d));
         }
+    }
+
+    #[test]
+    fn consul_nulls_for_empty_lists_and_maps_decode_as_empty() {
+        let json = r#"{
+            "Node": {"Node": "n1", "Address": "10.0.0.1", "TaggedAddresses": null, "Meta": null},
+            "Service": {"ID": "m1", "Service": "c", "Tags": null, "Meta": null, "Port": 7000},
+            "Checks": null
+        }"#;
+        let e: ServiceEntry = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
+        assert!(e.service.tags.is_empty() && e.service.meta.is_empty() && e.checks.is_empty());
+        assert!(e.node.tagged_addresses.is_empty() && e.node.meta.is_empty());
+        let c: HealthCheck = serde_json::from_str(
+            r#"{"Node":"n1","CheckID":"x","Name":"x","Status":"passing","ServiceTags":null}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.service_tags.is_empty());
     }
 
     #[test]
