@@ -1,5 +1,5 @@
 //! How a node is set up: [`NodeConfig`], plain data checked by [`NodeConfig::validate`]
-//! (and by `Node::start`, which also checks the kinds with [`validate_kinds`]).
+//! (and by `Node::start`, which also checks the kinds with `validate_kinds`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use crate::grain::Kind;
 pub(crate) const MAX_ENVELOPE_META_BYTES: usize = 64 << 10;
 
 /// How a node is set up. Plain data: build it, then [`NodeConfig::validate`] (done by
-/// [`Node::start`] too).
+/// [`crate::Node::start`] too).
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     /// The cluster's name; members of other clusters are refused. Default

@@ -253,18 +253,14 @@ async fn keep_alive_loop(driver: Arc<Driver>, mut stop: watch::Receiver<bool>) {
     // this member dead (Consul's TTL is a few intervals).
     let stalled_after = interval * 2 + Duration::from_millis(500);
     loop {
-        if registered && last_ok.elapsed() > stalled_after {
-            // Frozen, or cut off? Before saying "alive" again, ask whether the provider
-            // still lists this member: if not, others own its identities now — unless
-            // the store itself restarted empty (its index went backwards), when every
-            // member is registering again and nobody moved anything.
-            if let Ok(snapshot) = provider.members(None, Duration::ZERO).await
-                && snapshot.index >= driver.last_index.load(Ordering::SeqCst)
-                && !snapshot.members.iter().any(|m| m.id == me.id)
-            {
-                driver.fence_if_dropped();
-            }
-        }
+        // Frozen, or cut off? Before saying "alive" again, look whether the provider
+        // still lists this member as passing (see `keep_alive_outcome`).
+        let absent = registered
+            && last_ok.elapsed() > stalled_after
+            && provider.members(None, Duration::ZERO).await.is_ok_and(|s| {
+                s.index >= driver.last_index.load(Ordering::SeqCst)
+                    && !s.members.iter().any(|m| m.id == me.id)
+            });
         let pause = if !registered {
             match provider.register(me).await {
                 Ok(()) => {
@@ -286,6 +282,13 @@ async fn keep_alive_loop(driver: Arc<Driver>, mut stop: watch::Receiver<bool>) {
                 Ok(()) => {
                     trouble.recovered("keep-alive");
                     last_ok = Instant::now();
+                    if absent {
+                        // The provider knew this member (the keep-alive worked) but did
+                        // not list it as passing: its check went critical, and others
+                        // own its identities now. Fence at once, before any caller can
+                        // have seen it passing again.
+                        driver.fence_if_dropped();
+                    }
                     interval
                 }
                 Err(MembershipError::NotRegistered(_)) => {
