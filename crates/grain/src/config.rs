@@ -51,6 +51,9 @@ pub struct NodeConfig {
     pub membership_min_interval: Duration,
     /// How long a graceful shutdown waits for in-flight calls and passivation.
     pub shutdown_grace: Duration,
+    /// How long a grain's `activated` hook (at most, within its call's deadline) and its
+    /// `deactivated` hook may run. Default 5 s.
+    pub hook_timeout: Duration,
     /// Where the runtime records its metrics ([`crate::metrics::CATALOG`]); `None`
     /// records nothing. Binaries build it from their own `MeterProvider`; nothing is
     /// read from a global.
@@ -80,6 +83,7 @@ impl Default for NodeConfig {
             membership_wait: Duration::from_secs(30),
             membership_min_interval: Duration::from_millis(20),
             shutdown_grace: Duration::from_secs(10),
+            hook_timeout: Duration::from_secs(5),
             meter: None,
         }
     }
@@ -158,6 +162,7 @@ impl NodeConfig {
             ("connect_timeout", self.connect_timeout),
             ("membership_wait", self.membership_wait),
             ("shutdown_grace", self.shutdown_grace),
+            ("hook_timeout", self.hook_timeout),
         ] {
             if d.is_zero() {
                 return Err(format!("{name} must be greater than zero"));

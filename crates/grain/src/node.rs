@@ -119,6 +119,7 @@ impl Node {
             kinds,
             metrics.clone(),
             config.max_payload_bytes,
+            config.hook_timeout,
         );
         let catalog = Arc::new(catalog);
         let cluster = Cluster {

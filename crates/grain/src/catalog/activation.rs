@@ -14,7 +14,11 @@ use tokio::time::Instant;
 use super::{Catalog, Invocation};
 use crate::context::GrainContext;
 use crate::error::CallError;
-use crate::grain::{Grain, GrainError};
+use crate::grain::{Grain, GrainError, GrainFactory};
+
+/// How long a turn still running at its call's deadline may go on (its caller already
+/// has `Timeout`) before it is cancelled and the activation discarded.
+const TURN_GRACE: Duration = Duration::from_secs(1);
 
 /// What an activation's mailbox carries.
 pub(super) enum GrainMsg {
@@ -32,7 +36,7 @@ pub(super) struct Activation;
 
 /// What an activation starts with.
 pub(super) struct Args {
-    pub(super) grain: Box<dyn Grain>,
+    pub(super) factory: GrainFactory,
     pub(super) ctx: GrainContext,
     pub(super) idle_timeout: Duration,
     pub(super) number: u64,
@@ -40,7 +44,10 @@ pub(super) struct Args {
 }
 
 pub(super) struct State {
-    grain: Box<dyn Grain>,
+    factory: GrainFactory,
+    /// Built by the factory on the first call, inside this activation's task (never on
+    /// the task that reads a peer's stream).
+    grain: Option<Box<dyn Grain>>,
     ctx: GrainContext,
     idle_timeout: Duration,
     number: u64,
@@ -54,7 +61,7 @@ pub(super) struct State {
 }
 
 /// The message of a panic payload, for the caller and the log.
-pub(super) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {
@@ -88,7 +95,8 @@ impl Actor for Activation {
     ) -> Result<State, ActorProcessingErr> {
         myself.send_after(args.idle_timeout, || GrainMsg::IdleCheck);
         Ok(State {
-            grain: args.grain,
+            factory: args.factory,
+            grain: None,
             ctx: args.ctx,
             idle_timeout: args.idle_timeout,
             number: args.number,
@@ -142,10 +150,33 @@ impl Actor for Activation {
                     catalog.fail(inv, CallError::Timeout { target, after });
                     return Ok(());
                 }
+                if state.grain.is_none() {
+                    let id = state.ctx.identity.clone();
+                    let built = std::panic::catch_unwind(AssertUnwindSafe(|| (state.factory)(&id)));
+                    match built {
+                        Ok(g) => state.grain = Some(g),
+                        Err(p) => {
+                            let msg = format!(
+                                "the factory of {} panicked: {}",
+                                id.kind(),
+                                panic_message(p.as_ref())
+                            );
+                            metrics.activation_failed(&kind);
+                            state.broken = true;
+                            state.retire(&myself);
+                            catalog.fail(inv, CallError::from(GrainError::internal(msg)));
+                            return Ok(());
+                        }
+                    }
+                }
+                let Some(grain) = state.grain.as_mut() else {
+                    return Ok(());
+                };
                 if !state.activated {
                     let activating = Instant::now();
-                    let hook = AssertUnwindSafe(state.grain.activated(&state.ctx)).catch_unwind();
-                    let outcome = match tokio::time::timeout_at(inv.deadline, hook).await {
+                    let hook = AssertUnwindSafe(grain.activated(&state.ctx)).catch_unwind();
+                    let until = inv.deadline.min(activating + catalog.hook_timeout);
+                    let outcome = match tokio::time::timeout_at(until, hook).await {
                         Ok(Ok(Ok(()))) => Ok(()),
                         Ok(Ok(Err(e))) => Err(CallError::from(e)),
                         Ok(Err(p)) => Err(CallError::from(GrainError::internal(format!(
@@ -179,11 +210,41 @@ impl Actor for Activation {
                 state.ctx.headers = headers;
                 state.ctx.deadline = Some(deadline);
                 let handling = Instant::now();
-                let call = AssertUnwindSafe(state.grain.handle(&state.ctx, &method, payload))
-                    .catch_unwind();
-                let result = match tokio::time::timeout_at(deadline, call).await {
-                    Ok(Ok(r)) => r.map_err(CallError::from),
-                    Ok(Err(p)) => {
+                let mut reply = Some(reply);
+                let (outcome, overran) = {
+                    let call =
+                        AssertUnwindSafe(grain.handle(&state.ctx, &method, payload)).catch_unwind();
+                    tokio::pin!(call);
+                    match tokio::time::timeout_at(deadline, &mut call).await {
+                        Ok(done) => (Some(done), false),
+                        Err(_) => {
+                            // The caller's deadline passed mid-turn: it gets `Timeout`
+                            // now. The turn may still finish (its answer is dropped)
+                            // within TURN_GRACE, so the grain's state stays whole; past
+                            // that it is cancelled and the activation discarded, as
+                            // after a panic — never left torn.
+                            if let Some(reply) = reply.take() {
+                                let target = format!("{} {}", state.ctx.identity, method);
+                                let after = deadline.saturating_duration_since(state.last_call);
+                                catalog.answer(reply, Err(CallError::Timeout { target, after }));
+                            }
+                            match tokio::time::timeout(TURN_GRACE, &mut call).await {
+                                Ok(done) => (Some(done), false),
+                                Err(_) => (None, true),
+                            }
+                        }
+                    }
+                };
+                if overran {
+                    tracing::warn!(grain = %state.ctx.identity, %method,
+                        "a turn ran {TURN_GRACE:?} past its deadline: cancelled, and the activation discarded");
+                    metrics.activation_failed(&kind);
+                    state.broken = true;
+                    state.retire(&myself);
+                }
+                let result = match outcome {
+                    Some(Ok(r)) => r.map_err(CallError::from),
+                    Some(Err(p)) => {
                         let msg = format!(
                             "grain {} panicked in {}: {}",
                             state.ctx.identity,
@@ -196,7 +257,7 @@ impl Actor for Activation {
                         state.retire(&myself);
                         Err(CallError::from(GrainError::internal(msg)))
                     }
-                    Err(_) => Err(CallError::Timeout {
+                    None => Err(CallError::Timeout {
                         target: format!("{} {}", state.ctx.identity, method),
                         after: deadline.saturating_duration_since(state.last_call),
                     }),
@@ -224,7 +285,9 @@ impl Actor for Activation {
                 state.ctx.headers = HashMap::new();
                 state.ctx.deadline = None;
                 state.last_call = Instant::now();
-                catalog.answer(reply, result);
+                if let Some(reply) = reply {
+                    catalog.answer(reply, result);
+                }
             }
         }
         Ok(())
@@ -235,14 +298,23 @@ impl Actor for Activation {
         _myself: ActorRef<GrainMsg>,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
-        if state.activated && !state.broken {
-            let hook = AssertUnwindSafe(state.grain.deactivated(&state.ctx)).catch_unwind();
-            if let Err(p) = hook.await {
-                tracing::warn!(
+        if state.activated
+            && !state.broken
+            && let Some(grain) = state.grain.as_mut()
+        {
+            let hook = AssertUnwindSafe(grain.deactivated(&state.ctx)).catch_unwind();
+            let limit = state.catalog.hook_timeout;
+            match tokio::time::timeout(limit, hook).await {
+                Ok(Ok(())) => {}
+                Ok(Err(p)) => tracing::warn!(
                     grain = %state.ctx.identity,
                     "grain panicked while deactivating: {}",
                     panic_message(p.as_ref())
-                );
+                ),
+                Err(_) => tracing::warn!(
+                    grain = %state.ctx.identity,
+                    "deactivated did not finish within {limit:?}; the activation ends anyway"
+                ),
             }
         }
         let catalog = state.catalog.clone();

@@ -30,7 +30,6 @@ pub(crate) use inflight::InFlight;
 pub(crate) use invocation::{Invocation, Reply};
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -40,7 +39,7 @@ use parking_lot::Mutex;
 use ractor::{ActorRef, MessagingErr};
 use tokio::time::Instant;
 
-use activation::{Activation, Args, GrainMsg, panic_message};
+use activation::{Activation, Args, GrainMsg};
 
 use crate::context::GrainContext;
 use crate::error::CallError;
@@ -69,19 +68,25 @@ pub(crate) struct Catalog {
     accepting: AtomicBool,
     metrics: Arc<Metrics>,
     max_payload_bytes: usize,
+    /// How long `activated` and `deactivated` may run.
+    hook_timeout: Duration,
 }
+
+/// The most calls parked on one stopping activation; more are refused.
+const MAX_PARKED: usize = 10_000;
 
 /// How many times a call may bounce off stopping activations before giving up.
 const MAX_BOUNCES: usize = 16;
 
 impl Catalog {
     /// A catalog of `member` hosting `kinds`; answers longer than `max_payload_bytes`
-    /// fail as codec errors.
+    /// fail as codec errors; `activated` and `deactivated` may run `hook_timeout`.
     pub(crate) fn new(
         member: MemberId,
         kinds: Vec<Kind>,
         metrics: Arc<Metrics>,
         max_payload_bytes: usize,
+        hook_timeout: Duration,
     ) -> Self {
         Self {
             member,
@@ -91,6 +96,7 @@ impl Catalog {
             accepting: AtomicBool::new(true),
             metrics,
             max_payload_bytes,
+            hook_timeout,
         }
     }
 
@@ -173,7 +179,31 @@ impl Catalog {
                     let mut live = self.live.lock();
                     match live.get_mut(&id) {
                         Some(e) if e.number == number => {
-                            e.parked.push(back);
+                            // Parked calls are bounded, and those past their deadline
+                            // are answered now rather than when the successor starts.
+                            let now = Instant::now();
+                            let (expired, waiting): (Vec<_>, Vec<_>) =
+                                e.parked.drain(..).partition(|p| p.deadline <= now);
+                            e.parked = waiting;
+                            let full = e.parked.len() >= MAX_PARKED;
+                            let refused = if full {
+                                Some(back)
+                            } else {
+                                e.parked.push(back);
+                                None
+                            };
+                            drop(live);
+                            for p in expired {
+                                let target = format!("{id} {}", p.method);
+                                let after = Duration::ZERO;
+                                self.fail(p, CallError::Timeout { target, after });
+                            }
+                            if let Some(back) = refused {
+                                let message =
+                                    format!("{MAX_PARKED} calls already wait for {id} to restart");
+                                let code = tonic::Code::ResourceExhausted;
+                                self.fail(back, CallError::Application { code, message });
+                            }
                             return;
                         }
                         _ => inv = back,
@@ -194,24 +224,15 @@ impl Catalog {
         id: &ClusterIdentity,
         new_context: NewContext<'_>,
     ) -> Result<(u64, ActorRef<GrainMsg>), CallError> {
-        // Build the grain outside the lock: the factory is user code.
-        let grain =
-            std::panic::catch_unwind(AssertUnwindSafe(|| (kind.factory)(id))).map_err(|p| {
-                self.metrics.activation_failed(id.kind_arc());
-                let msg = format!(
-                    "the factory of {} panicked: {}",
-                    id.kind(),
-                    panic_message(p.as_ref())
-                );
-                CallError::from(GrainError::internal(msg))
-            })?;
+        // The grain itself is built by the factory (user code) inside the activation,
+        // on its first call — never here, on a peer stream's reader.
         let mut live = self.live.lock();
         if let Some(e) = live.get(id) {
             return Ok((e.number, e.actor.clone()));
         }
         let number = self.next_number.fetch_add(1, Ordering::Relaxed);
         let args = Args {
-            grain,
+            factory: kind.factory.clone(),
             ctx: new_context(id.clone()),
             idle_timeout: kind.idle_timeout,
             number,

@@ -229,16 +229,6 @@ impl LinkTask {
                             self.config.metrics.disconnected(&peer, "broken");
                             tracing::warn!(peer = %self.member.id, address = %self.member.address,
                                 "link to peer broke: {reason}");
-                            if self.config.suspicion.check(&self.member).await {
-                                // Nothing listens there any more: calls queued for it go
-                                // elsewhere now.
-                                self.fail_queued("the member refuses connections");
-                                failures += 1;
-                                if self.pause(failures, &reason).await {
-                                    return;
-                                }
-                                continue;
-                            }
                             if answered && connected_at.elapsed() >= STABLE_AFTER {
                                 // It worked: the next call reconnects at once.
                                 failures = 0;
