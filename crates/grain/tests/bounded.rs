@@ -14,6 +14,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -71,10 +72,14 @@ impl Grain for Slowpoke {
     }
 }
 
+/// How many slow factories have started.
+static SLOW_FACTORIES: AtomicUsize = AtomicUsize::new(0);
+
 /// A kind whose factory blocks for 600 ms for identities starting with `slow`.
 fn kind(idle: Duration) -> Kind {
     Kind::new(KIND, |id: &ClusterIdentity| {
         if id.identity().starts_with("slow") {
+            SLOW_FACTORIES.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(600));
         }
         Slowpoke::default()
@@ -114,10 +119,10 @@ async fn a_slow_factory_delays_only_its_own_identity_not_the_stream() {
         let cluster = cluster.clone();
         tokio::spawn(async move { cluster.call(&grain("slow-1"), PING, Bytes::new()).await })
     };
-    // Wait until the slow activation exists (its factory is running).
+    // Wait until the slow factory is running.
     let until = Instant::now() + Duration::from_secs(5);
-    while host.activation_count_of(KIND) < 2 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    while SLOW_FACTORIES.load(Ordering::SeqCst) == 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let started = Instant::now();
     let fast = cluster.call(&grain("fast-1"), PING, Bytes::new()).await;
