@@ -26,6 +26,9 @@ pub const ENV_OTLP_ENDPOINT: &str = "FIZZBUZZ_OTLP_ENDPOINT";
 pub const ENV_OTLP_HEADERS: &str = "FIZZBUZZ_OTLP_HEADERS";
 /// `FIZZBUZZ_METRICS_INTERVAL`: how often metrics are exported (`--metrics-interval`).
 pub const ENV_METRICS_INTERVAL: &str = "FIZZBUZZ_METRICS_INTERVAL";
+/// `FIZZBUZZ_PROBE`: `true` to also host the diagnostic `ProbeService` grain
+/// (`--probe`, fizz and buzz nodes).
+pub const ENV_PROBE: &str = "FIZZBUZZ_PROBE";
 /// `FIZZBUZZ_NEW_RELIC_REGION`: `us` or `eu` (`--new-relic-region`).
 pub const ENV_NEW_RELIC_REGION: &str = "FIZZBUZZ_NEW_RELIC_REGION";
 

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use grain::Node;
 
-use crate::config::{CommonArgs, NodeSetup, Role, parse_duration};
-use crate::grains::{BuzzGrain, FizzGrain};
-use crate::proto::{BuzzServiceKind, FizzServiceKind};
+use crate::config::{CommonArgs, ENV_PROBE, NodeSetup, Role, parse_duration};
+use crate::grains::{BuzzGrain, FizzGrain, ProbeGrain};
+use crate::proto::{BuzzServiceKind, FizzServiceKind, ProbeServiceKind};
 use crate::{AppError, start_error};
 
 /// Options of the `fizz` and `buzz` nodes.
@@ -20,6 +20,10 @@ pub struct HostArgs {
     /// Passivate a grain after this long without calls.
     #[arg(long, env = "FIZZBUZZ_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+    /// Diagnostic: also host the ProbeService grain, which answers which member and
+    /// activation serve an identity (and counts the calls each activation answered).
+    #[arg(long, env = ENV_PROBE)]
+    pub probe: bool,
 }
 
 /// Starts a node hosting the kind of `role` (`Fizz` or `Buzz`). Returns once it listens;
@@ -36,10 +40,15 @@ pub async fn start_host(role: Role, args: &HostArgs, setup: &NodeSetup) -> Resul
         Role::Client => return Err(AppError::Usage("the client node hosts no kind".into())),
     }
     .idle_timeout(args.idle_timeout);
+    let mut kinds = vec![kind];
+    if args.probe {
+        kinds
+            .push(ProbeServiceKind::new(|_| ProbeGrain::default()).idle_timeout(args.idle_timeout));
+    }
     let config = args.common.node_config(role, setup)?;
     let membership = args.common.membership(role)?;
     let consul = membership.address().to_string();
-    let node = Node::start(config, vec![kind], Arc::new(membership))
+    let node = Node::start(config, kinds, Arc::new(membership))
         .await
         .map_err(start_error)?;
     tracing::info!(
@@ -47,6 +56,7 @@ pub async fn start_host(role: Role, args: &HostArgs, setup: &NodeSetup) -> Resul
         address = %node.member().address,
         cluster = %args.common.cluster,
         %consul,
+        probe = args.probe,
         "{} node serving",
         role.name()
     );
