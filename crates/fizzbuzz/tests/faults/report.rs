@@ -80,6 +80,7 @@ impl ClientSummary {
             .map_or("absent".into(), |d| format!("{:.3} s", d.as_secs_f64()));
         let retried = match &self.retried {
             None => "absent".into(),
+            Some((n, by)) if by.is_empty() => n.to_string(),
             Some((n, by)) => {
                 let by: Vec<String> = by.iter().map(|(r, n)| format!("{r} {n}")).collect();
                 format!("{n} ({})", by.join(", "))
