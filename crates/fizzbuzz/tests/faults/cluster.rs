@@ -98,7 +98,20 @@ fn file(path: &Path) -> std::fs::File {
 }
 
 fn command(program: &str) -> Command {
-    let mut c = Command::new(program);
+    command_in(program, None)
+}
+
+/// `program`, run inside network namespace `netns` when given (`ip netns exec` execs
+/// it, so the child is the program itself).
+fn command_in(program: &str, netns: Option<&str>) -> Command {
+    let mut c = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+        None => Command::new(program),
+    };
     c.kill_on_drop(true)
         .stdin(Stdio::null())
         .env_remove("CONSUL_HTTP_ADDR")
@@ -139,13 +152,14 @@ async fn wait_for_text<T>(
     }
 }
 
-/// Starts `fizzbuzz agent --bind <bind>` (port 0: a free one); returns it and its
-/// `http://` address, once it printed `listening on …`.
-pub(crate) async fn start_agent(dir: &Path, bind: &str, n: usize) -> (Proc, String) {
+/// Starts `fizzbuzz agent --bind <bind>` (port 0: a free one) with `args`; returns it
+/// and its `http://` address, once it printed `listening on …`.
+pub(crate) async fn start_agent(dir: &Path, bind: &str, args: &[&str], n: usize) -> (Proc, String) {
     let out = dir.join(format!("agent-{n}.out"));
     let log = dir.join(format!("agent-{n}.err"));
     let mut child = command(FIZZBUZZ)
         .args(["agent", "--bind", bind])
+        .args(args)
         .stdout(file(&out))
         .stderr(file(&log))
         .spawn()
@@ -192,13 +206,26 @@ pub(crate) async fn start_node_with(
     consul: &str,
     args: &[&str],
 ) -> Proc {
+    start_node_in(dir, role, name, consul, args, None).await
+}
+
+/// Starts a `fizz` or `buzz` node with `args` against `consul`, inside network
+/// namespace `netns` when given; returns once it serves.
+pub(crate) async fn start_node_in(
+    dir: &Path,
+    role: &str,
+    name: &str,
+    consul: &str,
+    args: &[&str],
+    netns: Option<&str>,
+) -> Proc {
     let program = match role {
         "fizz" => FIZZ,
         "buzz" => BUZZ,
         other => panic!("no node role {other}"),
     };
     let log = dir.join(format!("{name}.err"));
-    let mut child = command(program)
+    let mut child = command_in(program, netns)
         .args(args)
         .env("CONSUL_HTTP_ADDR", consul)
         .stdout(Stdio::null())

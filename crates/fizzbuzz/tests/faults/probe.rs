@@ -389,6 +389,34 @@ impl Record {
         all.len()
     }
 
+    /// Writes every answer to `path`, one line each: identity, seconds since `origin`
+    /// (negative before it), then member, activation and count, or `error` and why.
+    pub(crate) fn write_tsv(&self, path: &std::path::Path, origin: Instant) {
+        use std::fmt::Write as _;
+        let mut text = String::from("identity\tseconds\tmember\tactivation\tcount\n");
+        for (i, seen) in self.seen.iter().enumerate() {
+            for s in seen {
+                let t = if s.at >= origin {
+                    (s.at - origin).as_secs_f64()
+                } else {
+                    -(origin - s.at).as_secs_f64()
+                };
+                let _ = match &s.answer {
+                    Ok(a) => writeln!(
+                        text,
+                        "grain{}\t{t:.3}\t{}\t{}\t{}",
+                        i + 1,
+                        a.member,
+                        a.activation,
+                        a.count
+                    ),
+                    Err(e) => writeln!(text, "grain{}\t{t:.3}\terror\t{e}\t", i + 1),
+                };
+            }
+        }
+        let _ = std::fs::write(path, text);
+    }
+
     /// Changes of the probe's own topology in `[from, to)`.
     pub(crate) fn topology_changes_between(&self, from: Instant, to: Instant) -> usize {
         self.topology
