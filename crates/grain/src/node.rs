@@ -152,6 +152,7 @@ impl Node {
             catalog,
             seen_listed: Default::default(),
             last_index: Default::default(),
+            recheck: Default::default(),
             wait: config.membership_wait,
             min_interval: config.membership_min_interval,
         }

@@ -44,6 +44,8 @@ pub(crate) struct Driver {
     pub(crate) seen_listed: AtomicBool,
     /// The last index the watch loop saw (0: none yet).
     pub(crate) last_index: AtomicU64,
+    /// Wakes the watch loop to query at once (after the keep-alive loop fenced).
+    pub(crate) recheck: tokio::sync::Notify,
     /// How long a blocking query waits.
     pub(crate) wait: Duration,
     /// The shortest pause between two queries.
@@ -281,13 +283,17 @@ async fn keep_alive_loop(driver: Arc<Driver>, mut stop: watch::Receiver<bool>) {
             match provider.keep_alive(&me.id).await {
                 Ok(()) => {
                     trouble.recovered("keep-alive");
+                    let gap = last_ok.elapsed();
                     last_ok = Instant::now();
-                    if absent {
+                    if absent || gap > stalled_after {
                         // The provider knew this member (the keep-alive worked) but did
-                        // not list it as passing: its check went critical, and others
-                        // own its identities now. Fence at once, before any caller can
-                        // have seen it passing again.
+                        // not list it as passing, or went longer than its TTL without
+                        // hearing from it (a keep-alive stuck while the network was
+                        // cut): its check went critical, and others own its identities
+                        // now. Fence at once, before any caller can have seen it
+                        // passing again; a fresh snapshot (asked for now) lifts it.
                         driver.fence_if_dropped();
+                        driver.recheck.notify_one();
                     }
                     interval
                 }
@@ -326,6 +332,12 @@ async fn watch_loop(driver: Arc<Driver>, mut stop: watch::Receiver<bool>) {
         let started = Instant::now();
         let answer = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
+            _ = driver.recheck.notified() => {
+                // Something changed this member's standing: look now, not when the
+                // blocking query ends.
+                index = None;
+                continue;
+            }
             a = provider.members(index, driver.wait) => a,
         };
         let pause = match answer {
