@@ -115,3 +115,14 @@ pub enum StartError {
         source: std::io::Error,
     },
 }
+
+/// The message of a panic payload (`&str` or `String`), for the caller and the log.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}

@@ -21,75 +21,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use common::proxy::Proxy;
 use common::*;
 use grain::membership::{InMemoryMembership, MemberSnapshot, MembershipError, MembershipProvider};
 use grain::{CallOptions, ClusterIdentity, Member, MemberId, Node};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 /// A TTL far longer than any test: what is checked here must not wait for it.
 const LONG_TTL: Duration = Duration::from_secs(30);
-
-/// A loopback TCP proxy in front of a member; `kill` makes its address refuse
-/// connections, as if the member's process had died.
-struct Proxy {
-    addr: SocketAddr,
-    accept_loop: AbortHandle,
-    connections: Arc<Mutex<Vec<AbortHandle>>>,
-}
-
-impl Proxy {
-    async fn start(to: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-        let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let accept_loop = tokio::spawn({
-            let connections = connections.clone();
-            async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(to).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                    connections
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(task.abort_handle());
-                }
-            }
-        })
-        .abort_handle();
-        Self {
-            addr,
-            accept_loop,
-            connections,
-        }
-    }
-
-    /// Closes the listening socket and every connection: the address now refuses.
-    fn kill(&self) {
-        self.accept_loop.abort();
-        for c in self
-            .connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            c.abort();
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn named(cluster: &str, id: &str) -> grain::NodeConfig {
     let mut c = config(cluster, id);
@@ -174,7 +113,8 @@ async fn a_member_whose_address_refuses_connections_is_routed_around_within_a_se
         c
     };
     let h1_bind = h1.bind;
-    let proxy = Proxy::start(h1_bind).await;
+    let proxy = Proxy::start().await;
+    proxy.forward_to(h1_bind);
     let mut h1 = h1;
     h1.advertise = Some(proxy.addr.to_string());
     let h1 = start(h1, true, &provider).await;

@@ -8,9 +8,12 @@
 //! cut every connection, refuse new ones (accept and close at once), or forward again.
 //! The grain's first call blocks until the test releases it; every wait is bounded.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+mod common;
+
+use common::proxy::Proxy;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,9 +24,7 @@ use grain::{
     Backoff, CallError, CallOptions, Cluster, ClusterIdentity, Grain, GrainContext, GrainError,
     Kind, Node, NodeConfig,
 };
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
-use tokio::task::AbortHandle;
+use tokio::sync::{Semaphore, mpsc};
 
 const GATE: &str = "Gate";
 const WAIT: &str = "test.v1.Gate/Wait";
@@ -61,84 +62,6 @@ impl Grain for GateGrain {
     }
 }
 
-/// A loopback TCP proxy in front of one upstream address (after `reconnect.rs`), which
-/// also publishes how many connections it accepted.
-struct Proxy {
-    addr: SocketAddr,
-    forwarding: Arc<AtomicBool>,
-    accepted: watch::Sender<usize>,
-    connections: Arc<Mutex<Vec<AbortHandle>>>,
-    accept_loop: AbortHandle,
-}
-
-impl Proxy {
-    async fn start(upstream: Arc<Mutex<Option<SocketAddr>>>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-        let forwarding = Arc::new(AtomicBool::new(true));
-        let accepted = watch::Sender::new(0);
-        let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let accept_loop = tokio::spawn({
-            let (forwarding, accepted, connections) =
-                (forwarding.clone(), accepted.clone(), connections.clone());
-            async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    let to = *upstream.lock().unwrap_or_else(|e| e.into_inner());
-                    let forward = forwarding.load(Ordering::SeqCst);
-                    accepted.send_modify(|n| *n += 1);
-                    let (true, Some(to)) = (forward, to) else {
-                        drop(inbound); // refused: accepted and closed at once
-                        continue;
-                    };
-                    let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(to).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                    connections
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(task.abort_handle());
-                }
-            }
-        })
-        .abort_handle();
-        Self {
-            addr,
-            forwarding,
-            accepted,
-            connections,
-            accept_loop,
-        }
-    }
-
-    /// Drops every open connection (both sides see them close).
-    fn cut(&self) {
-        for c in self
-            .connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            c.abort();
-        }
-    }
-
-    fn refuse(&self, refuse: bool) {
-        self.forwarding.store(!refuse, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.accept_loop.abort();
-        self.cut();
-    }
-}
-
 fn config(cluster: &str, prefix: &str) -> NodeConfig {
     NodeConfig {
         cluster_name: cluster.into(),
@@ -162,8 +85,7 @@ impl Setup {
     /// `defaults` are the caller's default call options.
     async fn start(cluster: &str, defaults: &CallOptions) -> Self {
         let provider = InMemoryMembership::new(Duration::from_secs(30));
-        let upstream: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
-        let proxy = Proxy::start(upstream.clone()).await;
+        let proxy = Proxy::start().await;
         let (tx, entered) = mpsc::unbounded_channel();
         let gate = Arc::new(Gate {
             calls: AtomicU32::new(0),
@@ -179,7 +101,7 @@ impl Setup {
         let host = Node::start(host_config, vec![kind], Arc::new(provider.clone()))
             .await
             .unwrap_or_else(|e| panic!("host: {e}"));
-        *upstream.lock().unwrap_or_else(|e| e.into_inner()) = Some(host.local_addr());
+        proxy.forward_to(host.local_addr());
         let mut caller_config = config(cluster, "caller");
         caller_config.call_defaults = defaults.clone();
         caller_config.reconnect_backoff = Backoff {
@@ -310,7 +232,7 @@ async fn link_breaks_under_the_call(via: Via) {
     let call = spawn_call(cluster.clone(), target, options, via);
     s.entered(1).await;
 
-    let mut accepted = s.proxy.accepted.subscribe();
+    let mut accepted = s.proxy.accepted_changes();
     let before = *accepted.borrow_and_update();
     s.proxy.refuse(true);
     s.proxy.cut();

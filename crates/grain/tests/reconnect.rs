@@ -8,124 +8,17 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::proxy::Proxy;
 use common::*;
 use grain::membership::InMemoryMembership;
 use grain::{Backoff, CallError, CallOptions, ClusterIdentity, Node};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 const TTL: Duration = Duration::from_secs(30);
-
-/// A loopback TCP proxy in front of one upstream address.
-struct Proxy {
-    addr: SocketAddr,
-    upstream: Arc<Mutex<Option<SocketAddr>>>,
-    forwarding: Arc<AtomicBool>,
-    lifetime: Arc<Mutex<Option<Duration>>>,
-    accepted: Arc<AtomicUsize>,
-    connections: Arc<Mutex<Vec<AbortHandle>>>,
-    accept_loop: AbortHandle,
-}
-
-impl Proxy {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-        let upstream: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
-        let forwarding = Arc::new(AtomicBool::new(true));
-        let lifetime: Arc<Mutex<Option<Duration>>> = Arc::default();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let accept_loop = tokio::spawn({
-            let (upstream, forwarding, lifetime, accepted, connections) = (
-                upstream.clone(),
-                forwarding.clone(),
-                lifetime.clone(),
-                accepted.clone(),
-                connections.clone(),
-            );
-            async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    accepted.fetch_add(1, Ordering::SeqCst);
-                    let to = *upstream.lock().unwrap_or_else(|e| e.into_inner());
-                    let (true, Some(to)) = (forwarding.load(Ordering::SeqCst), to) else {
-                        drop(inbound); // refused: accepted and closed at once
-                        continue;
-                    };
-                    let lives = *lifetime.lock().unwrap_or_else(|e| e.into_inner());
-                    let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(to).await {
-                            let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
-                            match lives {
-                                Some(d) => drop(tokio::time::timeout(d, copy).await),
-                                None => drop(copy.await),
-                            }
-                        }
-                    });
-                    connections
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(task.abort_handle());
-                }
-            }
-        })
-        .abort_handle();
-        Self {
-            addr,
-            upstream,
-            forwarding,
-            lifetime,
-            accepted,
-            connections,
-            accept_loop,
-        }
-    }
-
-    fn forward_to(&self, to: SocketAddr) {
-        *self.upstream.lock().unwrap_or_else(|e| e.into_inner()) = Some(to);
-    }
-
-    /// Drops every open connection (both sides see them close).
-    fn cut(&self) {
-        for c in self
-            .connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            c.abort();
-        }
-    }
-
-    /// New connections are cut after `lifetime` (`None`: they live on).
-    fn cut_after(&self, lifetime: Option<Duration>) {
-        *self.lifetime.lock().unwrap_or_else(|e| e.into_inner()) = lifetime;
-    }
-
-    fn refuse(&self, refuse: bool) {
-        self.forwarding.store(!refuse, Ordering::SeqCst);
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.accept_loop.abort();
-        self.cut();
-    }
-}
 
 fn count_of(answer: &Result<Bytes, CallError>) -> u64 {
     match answer {

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::{Catalog, Invocation};
 use crate::context::GrainContext;
-use crate::error::CallError;
+use crate::error::{CallError, panic_message};
 use crate::grain::{Grain, GrainError, GrainFactory};
 
 /// How long a turn still running at its call's deadline may go on (its caller already
@@ -61,16 +61,6 @@ pub(super) struct State {
 }
 
 /// The message of a panic payload, for the caller and the log.
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
-    }
-}
-
 impl State {
     /// Leaves the catalog and drains: queued calls still arrive here, later ones bounce.
     /// Drains: queued calls still arrive here; later ones are parked in the catalog

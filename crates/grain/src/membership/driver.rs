@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::{MembershipError, MembershipProvider};
 use crate::call::Backoff;
 use crate::catalog::Catalog;
+use crate::error::panic_message;
 use crate::identity::Member;
 use crate::metrics::Metrics;
 use crate::remote::Links;
@@ -145,7 +146,7 @@ where
             restarts += 1;
             let why = match ended {
                 Ok(()) => "ended on its own".to_string(),
-                Err(p) => format!("panicked: {}", panic_text(p.as_ref())),
+                Err(p) => format!("panicked: {}", panic_message(p.as_ref())),
             };
             tracing::error!(member = %driver.me.id, restarts,
                 "the membership {name} loop {why}; starting it again");
@@ -163,16 +164,6 @@ where
             }
         }
     })
-}
-
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
-    }
 }
 
 /// After every change of the view (members, suspicion, fence), passivates the

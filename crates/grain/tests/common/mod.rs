@@ -1,6 +1,8 @@
 //! Shared test grains and a three-member cluster over real tonic on loopback.
 #![allow(dead_code, missing_docs, unreachable_pub)]
 
+pub mod proxy;
+
 use std::sync::Arc;
 use std::time::Duration;
 
