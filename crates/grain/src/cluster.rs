@@ -236,9 +236,8 @@ impl Cluster {
                 Err(e) if attempt < options.max_attempts.max(1) => retry_reason(e, idempotent),
                 _ => None,
             };
-            match result {
-                Err(e) if reason.is_some() && Instant::now() < deadline => {
-                    let reason = reason.unwrap_or(RetryReason::NotDelivered);
+            match (result, reason) {
+                (Err(e), Some(reason)) if Instant::now() < deadline => {
                     let pause = options.backoff.delay(attempt);
                     if Instant::now() + pause >= deadline {
                         return Err(match e {
@@ -261,14 +260,14 @@ impl Cluster {
                         _ = topology_changes.changed() => {}
                     }
                 }
-                Err(CallError::Timeout { target, .. }) => {
+                (Err(CallError::Timeout { target, .. }), _) => {
                     finish(source, "timeout");
                     return Err(CallError::Timeout {
                         target,
                         after: started.elapsed(),
                     });
                 }
-                other => {
+                (other, _) => {
                     finish(source, if other.is_ok() { "ok" } else { "error" });
                     return other;
                 }
@@ -364,7 +363,7 @@ fn retry_reason(e: &CallError, idempotent: bool) -> Option<RetryReason> {
     }
 }
 
-/// Why a call was sent again.
+/// Why a call was sent again (the discriminant indexes [`RetryCounters`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RetryReason {
     NoMember,
@@ -404,11 +403,7 @@ pub(crate) struct RetryCounters([AtomicU64; 6]);
 
 impl RetryCounters {
     fn count(&self, reason: RetryReason) {
-        let i = RetryReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        self.0[i].fetch_add(1, Ordering::Relaxed);
+        self.0[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -66,11 +66,16 @@ impl Dispatch for Inbound {
             let member = shared.me.id.clone();
             return self.refuse(sink, CallError::ShuttingDown { member });
         }
-        let owner = shared
-            .topology
-            .load()
-            .owner(id.kind(), id.identity())
-            .cloned();
+        // The common case (this member owns it) clones nothing; another owner is
+        // cloned only for the rare confirmation path below.
+        let owner = {
+            let table = shared.topology.load();
+            match table.owner(id.kind(), id.identity()) {
+                Some(m) if m.id == shared.me.id => Owner::Me,
+                Some(m) => Owner::Other(m.clone()),
+                None => Owner::Nobody,
+            }
+        };
         let inv = Invocation {
             method: request.method,
             payload: request.payload,
@@ -80,8 +85,8 @@ impl Dispatch for Inbound {
             guard,
         };
         match owner {
-            Some(m) if m.id == shared.me.id => self.deliver(id, inv),
-            Some(m) => {
+            Owner::Me => self.deliver(id, inv),
+            Owner::Other(m) => {
                 // The caller thinks this member owns the identity; here, `m` does. If the
                 // caller routed around `m` because it refuses connections, confirm that
                 // before owning anything (see suspicion.rs); otherwise it is a plain
@@ -89,9 +94,16 @@ impl Dispatch for Inbound {
                 let this = Inbound::new(self.cluster.clone());
                 tokio::spawn(async move { this.confirm_then_deliver(m, id, inv).await });
             }
-            None => self.wrong_owner(id, inv),
+            Owner::Nobody => self.wrong_owner(id, inv),
         }
     }
+}
+
+/// Who owns an arriving call's identity in this member's view.
+enum Owner {
+    Me,
+    Other(Member),
+    Nobody,
 }
 
 impl Inbound {

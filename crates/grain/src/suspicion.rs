@@ -61,6 +61,12 @@ pub(crate) struct Suspicion {
     recent: Mutex<HashMap<MemberId, (u64, Instant, Probe)>>,
 }
 
+impl std::fmt::Debug for Suspicion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Suspicion").finish_non_exhaustive()
+    }
+}
+
 impl Suspicion {
     /// Suspicions over `view`; probes give up after `timeout`.
     pub(crate) fn new(view: Arc<TopologyView>, timeout: Duration) -> Self {

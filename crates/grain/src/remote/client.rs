@@ -39,12 +39,6 @@ pub(crate) struct LinkConfig {
     pub(crate) suspicion: Arc<Suspicion>,
 }
 
-impl std::fmt::Debug for Suspicion {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Suspicion")
-    }
-}
-
 type ReplyTx = oneshot::Sender<Result<Bytes, CallError>>;
 
 /// How long a stream must have lived (and answered) for its break to count as a one-off

@@ -94,32 +94,12 @@ impl Leave {
     /// its stream), or `until`. True when all did. Members before protocol 2 never say
     /// so; for them this waits until `until`.
     pub(crate) async fn wait_acknowledged(&self, until: tokio::time::Instant) -> bool {
-        loop {
-            let acked = self.acked.notified();
-            tokio::pin!(acked);
-            acked.as_mut().enable();
-            if self.unacked.load(Ordering::SeqCst) == 0 {
-                return true;
-            }
-            if tokio::time::timeout_at(until, acked).await.is_err() {
-                return self.unacked.load(Ordering::SeqCst) == 0;
-            }
-        }
+        wait_for_zero(&self.unacked, &self.acked, until).await
     }
 
     /// Waits until every caller closed its stream, or `until`. True when all closed.
     pub(crate) async fn wait_streams_closed(&self, until: tokio::time::Instant) -> bool {
-        loop {
-            let closed = self.closed.notified();
-            tokio::pin!(closed);
-            closed.as_mut().enable();
-            if self.open.load(Ordering::SeqCst) == 0 {
-                return true;
-            }
-            if tokio::time::timeout_at(until, closed).await.is_err() {
-                return self.open.load(Ordering::SeqCst) == 0;
-            }
-        }
+        wait_for_zero(&self.open, &self.closed, until).await
     }
 
     /// Counts one open inbound stream until the guard drops.
@@ -129,6 +109,25 @@ impl Leave {
         StreamGuard {
             leave: self.clone(),
             acked: false,
+        }
+    }
+}
+
+/// Waits until `count` is zero (`zero` is notified when it gets there), or `until`.
+async fn wait_for_zero(
+    count: &std::sync::atomic::AtomicUsize,
+    zero: &tokio::sync::Notify,
+    until: tokio::time::Instant,
+) -> bool {
+    loop {
+        let notified = zero.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if count.load(Ordering::SeqCst) == 0 {
+            return true;
+        }
+        if tokio::time::timeout_at(until, notified).await.is_err() {
+            return count.load(Ordering::SeqCst) == 0;
         }
     }
 }
