@@ -68,9 +68,13 @@ impl Grain for Slowpoke {
     }
 
     async fn deactivated(&mut self, _ctx: &GrainContext) {
+        DEACTIVATING.fetch_add(1, Ordering::SeqCst);
         futures::future::pending::<()>().await;
     }
 }
+
+/// How many `deactivated` hooks have started (and hang).
+static DEACTIVATING: AtomicUsize = AtomicUsize::new(0);
 
 /// How many slow factories have started.
 static SLOW_FACTORIES: AtomicUsize = AtomicUsize::new(0);
@@ -148,9 +152,17 @@ async fn a_deactivated_hook_that_never_returns_does_not_block_its_identity() {
     let options = CallOptions::default().with_timeout(Duration::from_secs(3));
     let first = cluster.call_with(&id, PING, Bytes::new(), &options).await;
     assert!(first.is_ok(), "{first:?}");
-    // Let it go idle and start passivating, then call again: the call waits for the
-    // old activation to end, which the hook's time limit (300 ms) guarantees.
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Wait until it went idle and its (hanging) `deactivated` hook runs, then call
+    // again: the call waits for the old activation to end, which the hook's time limit
+    // (300 ms) guarantees.
+    let until = Instant::now() + Duration::from_secs(5);
+    while DEACTIVATING.load(Ordering::SeqCst) == 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(
+        DEACTIVATING.load(Ordering::SeqCst) > 0,
+        "the activation never passivated"
+    );
     let started = Instant::now();
     let again = cluster.call_with(&id, PING, Bytes::new(), &options).await;
     let took = started.elapsed();
