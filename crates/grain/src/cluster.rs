@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use opentelemetry::trace::FutureExt;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -23,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::remote::{Links, pb};
 use crate::suspicion::Suspicion;
 use crate::topology::TopologyView;
+use crate::trace;
 
 /// What every handle on one member shares.
 pub(crate) struct Shared {
@@ -205,77 +207,128 @@ impl Cluster {
                 MAX_ENVELOPE_META_BYTES
             )));
         }
-        let metrics = &self.shared.metrics;
-        let kind = id.kind_arc();
-        metrics.future_started(kind, method);
-        let mut source = "lookup";
-        let finish = |source: &'static str, outcome: &'static str| {
-            metrics.future_finished(kind, method, source, outcome, started.elapsed());
+        self.shared.metrics.future_started(id.kind_arc(), method);
+        let call = Call {
+            id,
+            method,
+            payload,
+            options,
+            idempotent,
+            deadline,
         };
+        let Some(tracing) = self.shared.config.tracing.as_ref() else {
+            let run = self.attempts(&call, &options.headers, None).await;
+            return self.finished(&call, run, started);
+        };
+        let cx = tracing.client_span(id, method, &options.headers, &self.shared.me.id);
+        let mut headers = options.headers.clone();
+        tracing.inject(&cx, &mut headers);
+        let run = self
+            .attempts(&call, &headers, Some(&cx))
+            .with_context(cx.clone())
+            .await;
+        trace::end_client(&cx, &run.result, run.owner.as_ref(), run.attempts);
+        self.finished(&call, run, started)
+    }
+
+    /// The trace-context headers of a call made while handling one that arrived with
+    /// `incoming` headers: the context of that call's SERVER span `span` when this
+    /// member records spans, else the context it arrived with.
+    pub(crate) fn nested_headers(
+        &self,
+        span: Option<&opentelemetry::Context>,
+        incoming: &HashMap<String, String>,
+    ) -> HashMap<String, String> {
+        match (span, &self.shared.config.tracing) {
+            (Some(cx), Some(t)) => t.nested_headers(cx),
+            _ => trace::context_headers(incoming),
+        }
+    }
+
+    /// Records the end of a call (metrics) and answers its result; a timeout says how
+    /// long the whole call took.
+    fn finished(&self, call: &Call<'_>, run: Run, started: Instant) -> Result<Bytes, CallError> {
+        let took = started.elapsed();
+        let (outcome, result) = match run.result {
+            Ok(answer) => ("ok", Ok(answer)),
+            Err(CallError::Timeout { target, .. }) => (
+                "timeout",
+                Err(CallError::Timeout {
+                    target,
+                    after: took,
+                }),
+            ),
+            Err(e) => ("error", Err(e)),
+        };
+        let metrics = &self.shared.metrics;
+        let kind = call.id.kind_arc();
+        metrics.future_finished(kind, call.method, run.source, outcome, took);
+        let code = result.as_ref().err().map_or(Code::Ok, CallError::code);
+        let owner = run.owner.as_ref().map(|m| m.address.as_str());
+        metrics.client_call(call.method, code, owner, took);
+        result
+    }
+
+    /// Makes attempts until one answers, fails for good, or the deadline passes; each
+    /// carries `headers`. Retries are counted, and recorded on the CLIENT span `span`.
+    async fn attempts(
+        &self,
+        call: &Call<'_>,
+        headers: &HashMap<String, String>,
+        span: Option<&opentelemetry::Context>,
+    ) -> Run {
+        let (id, method, options) = (call.id, call.method, call.options);
         let mut topology_changes = self.shared.topology.subscribe();
         let mut attempt: u32 = 0;
+        let mut source = "lookup";
         loop {
             attempt += 1;
             let attempt_deadline = options
                 .attempt_timeout
-                .map_or(deadline, |t| (Instant::now() + t).min(deadline));
+                .map_or(call.deadline, |t| (Instant::now() + t).min(call.deadline));
             topology_changes.mark_unchanged();
-            let (result, from) = self
-                .attempt(
-                    id,
-                    method,
-                    payload.clone(),
-                    &options.headers,
-                    attempt_deadline,
-                )
+            let (result, from, owner) = self
+                .attempt(id, method, call.payload.clone(), headers, attempt_deadline)
                 .await;
             if attempt == 1 {
                 source = from;
             }
             let reason = match &result {
-                Err(e) if attempt < options.max_attempts.max(1) => retry_reason(e, idempotent),
+                Err(e) if attempt < options.max_attempts.max(1) => retry_reason(e, call.idempotent),
                 _ => None,
             };
-            match (result, reason) {
-                (Err(e), Some(reason)) if Instant::now() < deadline => {
-                    let pause = options.backoff.delay(attempt);
-                    if Instant::now() + pause >= deadline {
-                        return Err(match e {
-                            CallError::Timeout { target, .. } => {
-                                finish(source, "timeout");
-                                let after = started.elapsed();
-                                CallError::Timeout { target, after }
-                            }
-                            e => {
-                                finish(source, "error");
-                                e
-                            }
-                        });
-                    }
-                    self.shared.retries.count(reason);
-                    metrics.retried(kind, method, reason.as_str());
-                    tracing::debug!(target_grain = %id, method, attempt, error = %e, ?pause, "retrying call");
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = topology_changes.changed() => {}
-                    }
+            let pause = options.backoff.delay(attempt);
+            let retry = match (&result, reason) {
+                (Err(e), Some(reason)) if Instant::now() + pause < call.deadline => {
+                    Some((e, reason))
                 }
-                (Err(CallError::Timeout { target, .. }), _) => {
-                    finish(source, "timeout");
-                    return Err(CallError::Timeout {
-                        target,
-                        after: started.elapsed(),
-                    });
-                }
-                (other, _) => {
-                    finish(source, if other.is_ok() { "ok" } else { "error" });
-                    return other;
-                }
+                _ => None,
+            };
+            let Some((e, reason)) = retry else {
+                return Run {
+                    result,
+                    source,
+                    owner,
+                    attempts: attempt,
+                };
+            };
+            self.shared.retries.count(reason);
+            self.shared
+                .metrics
+                .retried(id.kind_arc(), method, reason.as_str());
+            if let Some(cx) = span {
+                trace::retried(cx, attempt, reason.as_str(), e);
+            }
+            tracing::debug!(target_grain = %id, method, attempt, error = %e, ?pause, "retrying call");
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = topology_changes.changed() => {}
             }
         }
     }
 
-    /// One attempt; also says whether the owner came from the placement cache.
+    /// One attempt; also says whether the owner came from the placement cache, and
+    /// which member it went to.
     async fn attempt(
         &self,
         id: &ClusterIdentity,
@@ -283,7 +336,7 @@ impl Cluster {
         payload: Bytes,
         headers: &HashMap<String, String>,
         deadline: Instant,
-    ) -> (Result<Bytes, CallError>, &'static str) {
+    ) -> (Result<Bytes, CallError>, &'static str, Option<Member>) {
         let resolving = Instant::now();
         let (owner, hit) = {
             let view = self.shared.topology.load();
@@ -296,16 +349,20 @@ impl Cluster {
             .resolved(id.kind_arc(), source, resolving.elapsed());
         let Some(owner) = owner else {
             let kind = id.kind().to_string();
-            return (Err(CallError::NoMemberHostsKind { kind }), source);
+            return (Err(CallError::NoMemberHostsKind { kind }), source, None);
         };
         let target = format!("{id} {method}");
         if owner.id == self.shared.me.id {
             let (tx, rx) = oneshot::channel();
+            let me = &self.shared.me;
+            let trace = self.shared.config.tracing.as_ref();
             let inv = Invocation {
+                trace: trace.map(|t| t.server_span(id, method, headers, me, Some(&me.id))),
                 method: method.to_string(),
                 payload,
                 headers: headers.clone(),
                 deadline,
+                received: Instant::now(),
                 reply: Box::new(tx),
                 guard: self.shared.inflight.enter(),
             };
@@ -322,7 +379,7 @@ impl Cluster {
                 ))),
                 Ok(Ok(r)) => r,
             };
-            return (result, source);
+            return (result, source, Some(owner));
         }
         let Some(link) = self.shared.links.get(&owner, &self.shared.topology) else {
             let err = CallError::MemberUnavailable {
@@ -330,7 +387,7 @@ impl Cluster {
                 reason: "the member left the topology".into(),
                 maybe_ran: false,
             };
-            return (Err(err), source);
+            return (Err(err), source, Some(owner));
         };
         let request = pb::Request {
             correlation_id: 0,
@@ -341,8 +398,28 @@ impl Cluster {
             headers: headers.clone(),
             timeout_micros: 0,
         };
-        (link.call(request, target, deadline).await, source)
+        let result = link.call(request, target, deadline).await;
+        (result, source, Some(owner))
     }
+}
+
+/// One call, as its attempts see it.
+struct Call<'a> {
+    id: &'a ClusterIdentity,
+    method: &'a str,
+    payload: Bytes,
+    options: &'a CallOptions,
+    idempotent: bool,
+    deadline: Instant,
+}
+
+/// What a call's attempts came to: the last result, where the first attempt found the
+/// owner (`cache` or `lookup`), the last owner tried, and how many attempts were made.
+struct Run {
+    result: Result<Bytes, CallError>,
+    source: &'static str,
+    owner: Option<Member>,
+    attempts: u32,
 }
 
 /// Why an attempt is retried, or `None` when it must not be: only when it provably did

@@ -58,6 +58,11 @@ pub struct NodeConfig {
     /// records nothing. Binaries build it from their own `MeterProvider`; nothing is
     /// read from a global.
     pub meter: Option<opentelemetry::metrics::Meter>,
+    /// Where the runtime records the spans of grain calls and with which propagator
+    /// their trace context travels ([`crate::trace`]); `None` records no span (trace
+    /// context a grain receives still passes on to its nested calls). Nothing is read
+    /// from a global.
+    pub tracing: Option<crate::trace::Tracing>,
 }
 
 impl Default for NodeConfig {
@@ -85,6 +90,7 @@ impl Default for NodeConfig {
             shutdown_grace: Duration::from_secs(10),
             hook_timeout: Duration::from_secs(5),
             meter: None,
+            tracing: None,
         }
     }
 }

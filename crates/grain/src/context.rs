@@ -20,6 +20,8 @@ pub struct GrainContext {
     pub(crate) cluster: Cluster,
     pub(crate) headers: HashMap<String, String>,
     pub(crate) deadline: Option<tokio::time::Instant>,
+    /// The SERVER span of the call being handled, when this member records spans.
+    pub(crate) trace: Option<opentelemetry::Context>,
 }
 
 impl fmt::Debug for GrainContext {
@@ -40,6 +42,7 @@ impl GrainContext {
             cluster,
             headers: HashMap::new(),
             deadline: None,
+            trace: None,
         }
     }
 
@@ -51,6 +54,7 @@ impl GrainContext {
             cluster: self.cluster.clone(),
             headers: HashMap::new(),
             deadline: None,
+            trace: None,
         }
     }
 
@@ -85,12 +89,20 @@ impl GrainContext {
 
     /// Options for a call made while handling this one: the cluster's defaults, with
     /// the timeout cut to what is left of this call's deadline, so a nested call never
-    /// outlives the call that made it.
+    /// outlives the call that made it, and the trace context of this call, so the
+    /// nested call continues its trace (as a child of this call's SERVER span when
+    /// this member records spans; else with the context this call arrived with).
     pub fn call_options(&self) -> CallOptions {
-        let defaults = self.cluster.call_defaults().clone();
-        match self.remaining() {
-            Some(left) if left < defaults.timeout => defaults.with_timeout(left),
-            _ => defaults,
+        let mut options = self.cluster.call_defaults().clone();
+        if let Some(left) = self.remaining()
+            && left < options.timeout
+        {
+            options = options.with_timeout(left);
         }
+        let context = self
+            .cluster
+            .nested_headers(self.trace.as_ref(), &self.headers);
+        options.headers.extend(context);
+        options
     }
 }

@@ -8,6 +8,7 @@
 //! [`ResponseSink`] (the [`Reply`] implemented here).
 
 use bytes::Bytes;
+use tokio::time::Instant;
 
 use crate::catalog::{Invocation, Reply};
 use crate::cluster::Cluster;
@@ -50,7 +51,7 @@ impl Dispatch for Inbound {
         &self.cluster.shared.me.id
     }
 
-    fn dispatch(&self, _from: &MemberId, request: pb::Request, sink: ResponseSink) {
+    fn dispatch(&self, from: &MemberId, request: pb::Request, sink: ResponseSink) {
         let shared = &self.cluster.shared;
         let guard = shared.inflight.enter();
         let id = ClusterIdentity::new(request.kind, request.identity);
@@ -81,18 +82,21 @@ impl Dispatch for Inbound {
             payload: request.payload,
             headers: request.headers,
             deadline: remote::deadline_from_micros(request.timeout_micros),
+            received: Instant::now(),
+            trace: None,
             reply: Box::new(sink),
             guard,
         };
         match owner {
-            Owner::Me => self.deliver(id, inv),
+            Owner::Me => self.deliver(id, inv, from),
             Owner::Other(m) => {
                 // The caller thinks this member owns the identity; here, `m` does. If the
                 // caller routed around `m` because it refuses connections, confirm that
                 // before owning anything (see suspicion.rs); otherwise it is a plain
                 // disagreement between topologies: "wrong owner", retried.
                 let this = Inbound::new(self.cluster.clone());
-                tokio::spawn(async move { this.confirm_then_deliver(m, id, inv).await });
+                let from = from.clone();
+                tokio::spawn(async move { this.confirm_then_deliver(m, id, inv, from).await });
             }
             Owner::Nobody => self.wrong_owner(id, inv),
         }
@@ -107,7 +111,14 @@ enum Owner {
 }
 
 impl Inbound {
-    fn deliver(&self, id: ClusterIdentity, inv: Invocation) {
+    /// Hands `inv` (from member `from`) to the catalog, with its SERVER span when this
+    /// member records spans.
+    fn deliver(&self, id: ClusterIdentity, mut inv: Invocation, from: &MemberId) {
+        let shared = &self.cluster.shared;
+        if let Some(t) = &shared.config.tracing {
+            let span = t.server_span(&id, &inv.method, &inv.headers, &shared.me, Some(from));
+            inv.trace = Some(span);
+        }
         let new_context = |id| GrainContext::new(id, self.cluster.clone());
         self.cluster.shared.catalog.deliver(id, inv, &new_context);
     }
@@ -123,7 +134,13 @@ impl Inbound {
 
     /// Delivers `inv` if `owner` refuses connections from here too and this member is
     /// then the owner; answers "wrong owner" otherwise.
-    async fn confirm_then_deliver(&self, owner: Member, id: ClusterIdentity, inv: Invocation) {
+    async fn confirm_then_deliver(
+        &self,
+        owner: Member,
+        id: ClusterIdentity,
+        inv: Invocation,
+        from: MemberId,
+    ) {
         let shared = &self.cluster.shared;
         if shared.suspicion.check(&owner).await {
             let owned = shared
@@ -132,7 +149,7 @@ impl Inbound {
                 .owner(id.kind(), id.identity())
                 .is_some_and(|m| m.id == shared.me.id);
             if owned && shared.catalog.is_accepting() {
-                return self.deliver(id, inv);
+                return self.deliver(id, inv, &from);
             }
         }
         self.wrong_owner(id, inv)

@@ -53,6 +53,7 @@ pub mod identity;
 pub mod membership;
 pub mod metrics;
 pub mod node;
+pub mod trace;
 
 pub use call::{Backoff, CallOptions};
 pub use cluster::{Cluster, MissingKinds, RetryCounts};
@@ -62,3 +63,4 @@ pub use error::{CallError, StartError};
 pub use grain::{Code, Grain, GrainError, Kind};
 pub use identity::{ClusterIdentity, Member, MemberId, Topology};
 pub use node::Node;
+pub use trace::Tracing;

@@ -21,6 +21,7 @@ use std::time::Duration;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, InstrumentProvider, Meter, UpDownCounter};
 
+use crate::grain::Code;
 use crate::identity::Member;
 
 /// The kind of an instrument.
@@ -138,6 +139,10 @@ catalog! {
         "Envelopes per batch written to a peer.";
     REMOTE_INFLIGHT = "grain_remote_inflight_calls", UpDownCounter, "{call}", [],
         "Calls written to peers and not yet answered.";
+    RPC_CLIENT_DURATION = "rpc.client.call.duration", Histogram, "s", ["rpc.system.name", "rpc.method", "rpc.response.status_code", "error.type", "server.address", "server.port"],
+        "Duration of grain calls made by this member, retries included (OpenTelemetry RPC conventions; equal to the CLIENT span's duration).";
+    RPC_SERVER_DURATION = "rpc.server.call.duration", Histogram, "s", ["rpc.system.name", "rpc.method", "rpc.response.status_code", "error.type", "server.address", "server.port"],
+        "Duration of grain calls served by this member, from arrival to answer (OpenTelemetry RPC conventions; equal to the SERVER span's duration).";
 }
 
 /// Histogram boundaries for durations in seconds, 50 µs to 10 s.
@@ -185,6 +190,10 @@ pub(crate) struct Metrics {
     membership_up: Gauge<u64>,
     batch: Histogram<u64>,
     inflight: UpDownCounter<i64>,
+    rpc_client: Histogram<f64>,
+    rpc_server: Histogram<f64>,
+    /// `server.address` and `server.port` of this member, for the calls it serves.
+    served_at: Vec<KeyValue>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -279,7 +288,47 @@ impl Metrics {
                 .with_boundaries(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
                 .build(),
             inflight: updown(REMOTE_INFLIGHT),
+            rpc_client: seconds(RPC_CLIENT_DURATION),
+            rpc_server: seconds(RPC_SERVER_DURATION),
+            served_at: crate::trace::address_attributes(&member.address),
         }
+    }
+
+    /// The attributes of an RPC duration: system, method, status code and error type.
+    fn rpc_attrs(&self, method: &str, code: Code, at: &[KeyValue]) -> Vec<KeyValue> {
+        let status = crate::trace::code_name(code);
+        let mut a = self.attrs(&[
+            kv("rpc.system.name", crate::trace::RPC_SYSTEM),
+            kv("rpc.method", method.to_string()),
+            kv("rpc.response.status_code", status),
+        ]);
+        if code != Code::Ok {
+            a.push(kv("error.type", status));
+        }
+        a.extend_from_slice(at);
+        a
+    }
+
+    /// A call this member made ended with `code`; `owner` is the address of the last
+    /// member it went to.
+    pub(crate) fn client_call(
+        &self,
+        method: &str,
+        code: Code,
+        owner: Option<&str>,
+        took: Duration,
+    ) {
+        let at = owner
+            .map(crate::trace::address_attributes)
+            .unwrap_or_default();
+        let a = self.rpc_attrs(method, code, &at);
+        self.rpc_client.record(took.as_secs_f64(), &a);
+    }
+
+    /// A call this member served was answered with `code`.
+    pub(crate) fn server_call(&self, method: &str, code: Code, took: Duration) {
+        let a = self.rpc_attrs(method, code, &self.served_at);
+        self.rpc_server.record(took.as_secs_f64(), &a);
     }
 
     fn attrs(&self, extra: &[KeyValue]) -> Vec<KeyValue> {
@@ -432,13 +481,19 @@ mod tests {
         for d in CATALOG {
             assert!(seen.insert(d.name), "{} is listed twice", d.name);
             assert!(
-                ["protoactor_", "protoremote_", "protocluster_", "grain_"]
-                    .iter()
-                    .any(|p| d.name.starts_with(p)),
+                [
+                    "protoactor_",
+                    "protoremote_",
+                    "protocluster_",
+                    "grain_",
+                    "rpc."
+                ]
+                .iter()
+                .any(|p| d.name.starts_with(p)),
                 "{} has no known prefix",
                 d.name
             );
-            if d.kind == InstrumentKind::Histogram && d.name.ends_with("_duration") {
+            if d.kind == InstrumentKind::Histogram && d.name.ends_with("duration") {
                 assert_eq!(d.unit, "s", "{} is a duration in seconds", d.name);
             }
             assert!(

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use futures::future::Either;
+use opentelemetry::trace::FutureExt as _;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
 
@@ -140,6 +142,19 @@ impl Actor for Activation {
                     catalog.fail(inv, CallError::Timeout { target, after });
                     return Ok(());
                 }
+                // A call that activates the grain gets an activation span (the factory
+                // and the `activated` hook) under its SERVER span.
+                let activation = match (&inv.trace, &state.ctx.cluster.shared.config.tracing) {
+                    (Some(cx), Some(t)) if !state.activated => {
+                        t.activation_span(cx, &state.ctx.identity, &state.ctx.member)
+                    }
+                    _ => None,
+                };
+                let ended = |outcome: &Result<(), CallError>| {
+                    if let Some(cx) = &activation {
+                        crate::trace::end_server(cx, outcome);
+                    }
+                };
                 if state.grain.is_none() {
                     let id = state.ctx.identity.clone();
                     let built = std::panic::catch_unwind(AssertUnwindSafe(|| (state.factory)(&id)));
@@ -151,10 +166,12 @@ impl Actor for Activation {
                                 id.kind(),
                                 panic_message(p.as_ref())
                             );
+                            let error = CallError::from(GrainError::internal(msg));
+                            ended(&Err(error.clone()));
                             metrics.activation_failed(&kind);
                             state.broken = true;
                             state.retire(&myself);
-                            catalog.fail(inv, CallError::from(GrainError::internal(msg)));
+                            catalog.fail(inv, error);
                             return Ok(());
                         }
                     }
@@ -165,6 +182,10 @@ impl Actor for Activation {
                 if !state.activated {
                     let activating = Instant::now();
                     let hook = AssertUnwindSafe(grain.activated(&state.ctx)).catch_unwind();
+                    let hook = match activation.clone() {
+                        Some(cx) => Either::Left(hook.with_context(cx)),
+                        None => Either::Right(hook),
+                    };
                     let until = inv.deadline.min(activating + catalog.hook_timeout);
                     let outcome = match tokio::time::timeout_at(until, hook).await {
                         Ok(Ok(Ok(()))) => Ok(()),
@@ -180,6 +201,7 @@ impl Actor for Activation {
                         }),
                     };
                     metrics.spawned_in(&kind, activating.elapsed());
+                    ended(&outcome);
                     if let Err(e) = outcome {
                         metrics.activation_failed(&kind);
                         state.broken = true;
@@ -194,16 +216,24 @@ impl Actor for Activation {
                     payload,
                     headers,
                     deadline,
+                    received,
+                    trace,
                     reply,
                     guard: _guard,
                 } = inv;
                 state.ctx.headers = headers;
                 state.ctx.deadline = Some(deadline);
+                state.ctx.trace = trace.clone();
                 let handling = Instant::now();
                 let mut reply = Some(reply);
                 let (outcome, overran) = {
                     let call =
                         AssertUnwindSafe(grain.handle(&state.ctx, &method, payload)).catch_unwind();
+                    // Log lines of the turn carry its trace context.
+                    let call = match trace.clone() {
+                        Some(cx) => Either::Left(call.with_context(cx)),
+                        None => Either::Right(call),
+                    };
                     tokio::pin!(call);
                     match tokio::time::timeout_at(deadline, &mut call).await {
                         Ok(done) => (Some(done), false),
@@ -216,7 +246,8 @@ impl Actor for Activation {
                             if let Some(reply) = reply.take() {
                                 let target = format!("{} {}", state.ctx.identity, method);
                                 let after = deadline.saturating_duration_since(state.last_call);
-                                catalog.answer(reply, Err(CallError::Timeout { target, after }));
+                                let timeout = Err(CallError::Timeout { target, after });
+                                catalog.respond(&method, received, trace.as_ref(), reply, timeout);
                             }
                             match tokio::time::timeout(TURN_GRACE, &mut call).await {
                                 Ok(done) => (Some(done), false),
@@ -274,9 +305,11 @@ impl Actor for Activation {
                 metrics.received(&kind, label, result.is_ok(), handling.elapsed());
                 state.ctx.headers = HashMap::new();
                 state.ctx.deadline = None;
+                state.ctx.trace = None;
                 state.last_call = Instant::now();
                 if let Some(reply) = reply {
-                    catalog.answer(reply, result);
+                    let rpc_method = if unknown { "_OTHER" } else { method.as_str() };
+                    catalog.respond(rpc_method, received, trace.as_ref(), reply, result);
                 }
             }
         }

@@ -35,6 +35,11 @@ pub(crate) struct Invocation {
     pub(crate) payload: Bytes,
     pub(crate) headers: HashMap<String, String>,
     pub(crate) deadline: Instant,
+    /// When the call reached this member (for `rpc.server.call.duration`).
+    pub(crate) received: Instant,
+    /// The SERVER span of the call, when this member records spans; it ends when the
+    /// call is answered.
+    pub(crate) trace: Option<opentelemetry::Context>,
     pub(crate) reply: Box<dyn Reply>,
     pub(crate) guard: InFlightGuard,
 }

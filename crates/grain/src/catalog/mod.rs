@@ -72,6 +72,10 @@ pub(crate) struct Catalog {
     hook_timeout: Duration,
 }
 
+/// The `rpc.method` of a call whose method the grain does not know (OpenTelemetry's
+/// value for it).
+const OTHER_METHOD: &str = "_OTHER";
+
 /// The most calls parked on one stopping activation; more are refused.
 const MAX_PARKED: usize = 10_000;
 
@@ -132,8 +136,33 @@ impl Catalog {
         }
     }
 
+    /// Answers a call that reached this member: records `rpc.server.call.duration`
+    /// (with `method`, or `_OTHER` when the grain did not know it) and ends the call's
+    /// SERVER span.
+    pub(crate) fn respond(
+        &self,
+        method: &str,
+        received: Instant,
+        trace: Option<&opentelemetry::Context>,
+        reply: Box<dyn Reply>,
+        result: Result<Bytes, CallError>,
+    ) {
+        let code = result
+            .as_ref()
+            .err()
+            .map_or(tonic::Code::Ok, CallError::code);
+        self.metrics.server_call(method, code, received.elapsed());
+        if let Some(cx) = trace {
+            crate::trace::end_server(cx, &result);
+        }
+        self.answer(reply, result);
+    }
+
+    /// Fails a call before its turn. Its method is not known to be one the grain has
+    /// (any string a peer sends), so its metrics say `_OTHER`.
     fn fail(&self, inv: Invocation, error: CallError) {
-        self.answer(inv.reply, Err(error));
+        let trace = inv.trace.as_ref();
+        self.respond(OTHER_METHOD, inv.received, trace, inv.reply, Err(error));
     }
 
     /// Hands `inv` to the activation of `id`, activating it if needed (with a context
