@@ -20,6 +20,7 @@ impl FizzService for FizzGrain {
         _ctx: &GrainContext,
         request: FizzRequest,
     ) -> Result<FizzResponse, GrainError> {
+        tracing::debug!(number = request.number, "SayFizz");
         let message = if request.number % 3 == 0 { "Fizz" } else { "" };
         Ok(FizzResponse {
             number: request.number,
@@ -39,6 +40,7 @@ impl BuzzService for BuzzGrain {
         _ctx: &GrainContext,
         request: BuzzRequest,
     ) -> Result<BuzzResponse, GrainError> {
+        tracing::debug!(number = request.number, "SayBuzz");
         let mut message = request.message;
         if request.number % 5 == 0 {
             message.push_str("Buzz");

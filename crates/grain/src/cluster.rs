@@ -86,6 +86,11 @@ impl Cluster {
         RetryCounts { counts }
     }
 
+    /// Where this member records spans ([`crate::NodeConfig::tracing`]), if anywhere.
+    pub fn tracing(&self) -> Option<&crate::trace::Tracing> {
+        self.shared.config.tracing.as_ref()
+    }
+
     /// The options used by [`Cluster::call`].
     pub fn call_defaults(&self) -> &CallOptions {
         &self.shared.config.call_defaults

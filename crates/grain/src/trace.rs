@@ -72,6 +72,12 @@ impl Tracing {
         }
     }
 
+    /// The tracer spans are recorded on (for an application's own spans around calls:
+    /// a call made inside a span's context is its child).
+    pub fn tracer(&self) -> &BoxedTracer {
+        &self.tracer
+    }
+
     /// The context `headers` carry, if they carry a valid one.
     fn extract(&self, headers: &HashMap<String, String>) -> Option<Context> {
         if headers.is_empty() {

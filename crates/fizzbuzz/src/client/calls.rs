@@ -1,9 +1,12 @@
-//! One number through the cluster: `SayFizz(n)`, then `SayBuzz(n, answer)`, timed.
+//! One number through the cluster: `SayFizz(n)`, then `SayBuzz(n, answer)`, timed, in
+//! a span of its own (`fizzbuzz.number`) when the client records spans.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use grain::{CallError, CallOptions, Cluster};
+use grain::{CallError, CallOptions, Cluster, Tracing};
+use opentelemetry::trace::{FutureExt, SpanBuilder, SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::{Context, KeyValue};
 use tokio::time::Instant;
 
 use crate::proto::{BuzzRequest, BuzzServiceClient, FizzRequest, FizzServiceClient};
@@ -20,8 +23,42 @@ pub(super) struct Outcome {
     pub(super) result: Result<String, String>,
 }
 
-/// Calls `SayFizz(number)` then `SayBuzz(number, answer)` on `identity`.
+/// The name of the span of one number, the parent of its two calls.
+const NUMBER_SPAN: &str = "fizzbuzz.number";
+
+/// Calls `SayFizz(number)` then `SayBuzz(number, answer)` on `identity`; with
+/// `tracing`, inside a root span `fizzbuzz.number` (the sampler decides whether the
+/// number is traced, and its calls follow).
 pub(super) async fn one_number(
+    cluster: Cluster,
+    identity: Arc<str>,
+    number: i64,
+    options: Arc<CallOptions>,
+    tracing: Option<Tracing>,
+) -> Outcome {
+    let Some(tracing) = tracing else {
+        return both_calls(cluster, identity, number, options).await;
+    };
+    let tracer = tracing.tracer();
+    let builder = SpanBuilder::from_name(NUMBER_SPAN).with_kind(SpanKind::Internal);
+    let span = tracer.build_with_context(builder, &Context::new());
+    let cx = Context::new().with_span(span);
+    let span = cx.span();
+    if span.is_recording() {
+        span.set_attribute(KeyValue::new("fizzbuzz.number", number));
+        span.set_attribute(KeyValue::new("grain.identity", identity.to_string()));
+    }
+    let outcome = both_calls(cluster, identity, number, options)
+        .with_context(cx.clone())
+        .await;
+    if let Err(reason) = &outcome.result {
+        span.set_status(Status::error(reason.clone()));
+    }
+    span.end();
+    outcome
+}
+
+async fn both_calls(
     cluster: Cluster,
     identity: Arc<str>,
     number: i64,

@@ -55,6 +55,7 @@ pub async fn run_numbers(
     let options = Arc::new(CallOptions::default().with_timeout(args.call_timeout));
     let identity: Arc<str> = Arc::from(args.identity.as_str());
     let spread = args.identities;
+    let tracing = cluster.tracing().cloned();
     // Boxed as a `Send` stream: naming the type here lets the compiler prove the
     // caller's future `Send` (it cannot see through these closures on its own).
     let mut results: futures::stream::BoxStream<'_, Outcome> = paced_numbers(args)
@@ -63,7 +64,7 @@ pub async fn run_numbers(
                 Some(k) => Arc::from(format!("grain{}", (n - 1) % i64::from(k) + 1)),
                 None => identity.clone(),
             };
-            one_number(cluster.clone(), id, n, options.clone())
+            one_number(cluster.clone(), id, n, options.clone(), tracing.clone())
         })
         .buffered(args.concurrency)
         .boxed();
