@@ -1,22 +1,32 @@
-//! An in-process OTLP/HTTP receiver for tests: it records every request, decodes it
-//! with the official generated types (`opentelemetry-proto`), and answers what the test
-//! asks (200, or a failure status).
+//! An in-process OTLP/HTTP receiver for tests: it records every request, decodes it by
+//! path (`/v1/metrics`, `/v1/traces`, `/v1/logs`) with the official generated types
+//! (`opentelemetry-proto`), and answers what the test asks (200, or a failure status).
 #![allow(dead_code, unreachable_pub, missing_docs)]
+
+pub mod tree;
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 /// One request as received.
@@ -29,8 +39,57 @@ pub struct Captured {
     pub headers: HashMap<String, String>,
     pub wire_bytes: usize,
     pub decoded_bytes: usize,
+    /// The metrics, for a request to `/v1/metrics`.
     pub request: Option<ExportMetricsServiceRequest>,
+    /// The spans, for a request to `/v1/traces`.
+    pub traces: Option<ExportTraceServiceRequest>,
+    /// The log records, for a request to `/v1/logs`.
+    pub logs: Option<ExportLogsServiceRequest>,
+    /// Why the body could not be decoded (or the path names no signal).
     pub error: Option<String>,
+}
+
+/// The signal a request's path names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Signal {
+    Metrics,
+    Traces,
+    Logs,
+}
+
+impl Signal {
+    fn of(path: &str) -> Option<Signal> {
+        match path {
+            "/v1/metrics" => Some(Signal::Metrics),
+            "/v1/traces" => Some(Signal::Traces),
+            "/v1/logs" => Some(Signal::Logs),
+            _ => None,
+        }
+    }
+
+    /// The empty `Export*ServiceResponse` that acknowledges the whole request.
+    fn response(self) -> Vec<u8> {
+        match self {
+            Signal::Metrics => ExportMetricsServiceResponse::default().encode_to_vec(),
+            Signal::Traces => ExportTraceServiceResponse::default().encode_to_vec(),
+            Signal::Logs => ExportLogsServiceResponse::default().encode_to_vec(),
+        }
+    }
+}
+
+/// What a decoded body holds: metrics, traces or logs.
+type Decoded = (
+    Option<ExportMetricsServiceRequest>,
+    Option<ExportTraceServiceRequest>,
+    Option<ExportLogsServiceRequest>,
+);
+
+fn decode_signal(signal: Signal, raw: &[u8]) -> Result<Decoded, prost::DecodeError> {
+    Ok(match signal {
+        Signal::Metrics => (Some(ExportMetricsServiceRequest::decode(raw)?), None, None),
+        Signal::Traces => (None, Some(ExportTraceServiceRequest::decode(raw)?), None),
+        Signal::Logs => (None, None, Some(ExportLogsServiceRequest::decode(raw)?)),
+    })
 }
 
 #[derive(Default)]
@@ -97,6 +156,23 @@ impl Receiver {
             .map(|s| s.captured.clone())
             .unwrap_or_default()
     }
+
+    /// Polls (every 50 ms, for at most `within`) until `done` holds for what has been
+    /// received; returns what was received last, whether or not it got there.
+    pub async fn wait_for(
+        &self,
+        within: Duration,
+        done: impl Fn(&[Captured]) -> bool,
+    ) -> Vec<Captured> {
+        let deadline = Instant::now() + within;
+        loop {
+            let captured = self.captured();
+            if done(&captured) || Instant::now() >= deadline {
+                return captured;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 fn handle(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
@@ -108,15 +184,19 @@ fn handle(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: Bytes) -
             .to_string()
     };
     let encoding = header("content-encoding");
-    let (request, decoded_bytes, error) = match decode(&encoding, &body) {
-        Ok(raw) => match ExportMetricsServiceRequest::decode(raw.as_slice()) {
-            Ok(r) => (Some(r), raw.len(), None),
-            Err(e) => (None, raw.len(), Some(format!("protobuf: {e}"))),
+    let path = uri.path().to_string();
+    let signal = Signal::of(&path);
+    let none = (None, None, None);
+    let ((request, traces, logs), decoded_bytes, error) = match decode(&encoding, &body) {
+        Ok(raw) => match signal.map(|s| decode_signal(s, &raw)) {
+            Some(Ok(d)) => (d, raw.len(), None),
+            Some(Err(e)) => (none, raw.len(), Some(format!("protobuf: {e}"))),
+            None => (none, raw.len(), Some(format!("no OTLP signal at {path}"))),
         },
-        Err(e) => (None, 0, Some(e)),
+        Err(e) => (none, 0, Some(e)),
     };
     let captured = Captured {
-        path: uri.path().to_string(),
+        path,
         content_type: header("content-type"),
         content_encoding: encoding,
         api_key: headers
@@ -130,6 +210,8 @@ fn handle(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: Bytes) -
         wire_bytes: body.len(),
         decoded_bytes,
         request,
+        traces,
+        logs,
         error,
     };
     let status = match state.lock() {
@@ -153,10 +235,13 @@ fn handle(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: Bytes) -
             }
             r
         }
-        None => {
-            let body = ExportMetricsServiceResponse::default().encode_to_vec();
-            ([("content-type", "application/x-protobuf")], body).into_response()
-        }
+        None => match signal {
+            Some(signal) => {
+                let body = signal.response();
+                ([("content-type", "application/x-protobuf")], body).into_response()
+            }
+            None => (StatusCode::NOT_FOUND, "no OTLP signal at this path").into_response(),
+        },
     }
 }
 
@@ -191,7 +276,8 @@ pub struct Point {
     pub kind: &'static str,
 }
 
-/// Every data point of every request received.
+/// Every data point of every metrics request received (trace and log requests have
+/// none).
 pub fn points(captured: &[Captured]) -> Vec<Point> {
     let mut out = Vec::new();
     for c in captured {
@@ -252,6 +338,113 @@ pub fn points(captured: &[Captured]) -> Vec<Point> {
                         _ => {}
                     }
                 }
+            }
+        }
+    }
+    out
+}
+
+/// Lowercase hex, as trace and span ids are written (W3C, JSON logs); empty for no id.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn service_of(resource: &Option<Resource>) -> String {
+    resource
+        .as_ref()
+        .map(|r| attrs(&r.attributes))
+        .and_then(|mut a| a.remove("service.name"))
+        .unwrap_or_default()
+}
+
+/// One span event: its name and attributes.
+#[derive(Clone, Debug)]
+pub struct EventRec {
+    pub name: String,
+    pub attributes: HashMap<String, String>,
+}
+
+/// One span, flattened.
+#[derive(Clone, Debug)]
+pub struct SpanRec {
+    /// The resource's `service.name`.
+    pub service: String,
+    pub trace_id: String,
+    pub span_id: String,
+    /// Empty for a root span.
+    pub parent_span_id: String,
+    pub name: String,
+    /// The proto's `SpanKind`: 1 internal, 2 server, 3 client, 4 producer, 5 consumer.
+    pub kind: i32,
+    /// The proto's `StatusCode`: 0 unset, 1 ok, 2 error.
+    pub status_code: i32,
+    pub status_message: String,
+    pub attributes: HashMap<String, String>,
+    pub events: Vec<EventRec>,
+}
+
+/// Every span of every trace request received, in arrival order.
+pub fn spans(captured: &[Captured]) -> Vec<SpanRec> {
+    let mut out = Vec::new();
+    for req in captured.iter().filter_map(|c| c.traces.as_ref()) {
+        for rs in &req.resource_spans {
+            let service = service_of(&rs.resource);
+            for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                let status = span.status.clone().unwrap_or_default();
+                out.push(SpanRec {
+                    service: service.clone(),
+                    trace_id: hex(&span.trace_id),
+                    span_id: hex(&span.span_id),
+                    parent_span_id: hex(&span.parent_span_id),
+                    name: span.name.clone(),
+                    kind: span.kind,
+                    status_code: status.code,
+                    status_message: status.message,
+                    attributes: attrs(&span.attributes),
+                    events: span
+                        .events
+                        .iter()
+                        .map(|e| EventRec {
+                            name: e.name.clone(),
+                            attributes: attrs(&e.attributes),
+                        })
+                        .collect(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// One log record, flattened.
+#[derive(Clone, Debug)]
+pub struct LogRec {
+    /// The resource's `service.name`.
+    pub service: String,
+    pub severity_text: String,
+    /// The body as text.
+    pub body: String,
+    /// Empty outside a span.
+    pub trace_id: String,
+    pub span_id: String,
+    pub attributes: HashMap<String, String>,
+}
+
+/// Every record of every log request received, in arrival order.
+pub fn log_records(captured: &[Captured]) -> Vec<LogRec> {
+    let mut out = Vec::new();
+    for req in captured.iter().filter_map(|c| c.logs.as_ref()) {
+        for rl in &req.resource_logs {
+            let service = service_of(&rl.resource);
+            for r in rl.scope_logs.iter().flat_map(|sl| &sl.log_records) {
+                out.push(LogRec {
+                    service: service.clone(),
+                    severity_text: r.severity_text.clone(),
+                    body: text(&r.body),
+                    trace_id: hex(&r.trace_id),
+                    span_id: hex(&r.span_id),
+                    attributes: attrs(&r.attributes),
+                });
             }
         }
     }
