@@ -1,6 +1,8 @@
 //! Metrics leave every node over OTLP/HTTP: checked at an in-process receiver that
 //! decodes them with the official generated types, through a real third-party collector
-//! (rotel), and with the endpoint failing in every way New Relic can.
+//! (rotel), and with the endpoint failing in every way New Relic can. Traces and logs go
+//! to the same endpoint (`/v1/traces`, `/v1/logs`): these tests tolerate them, and the
+//! rotel run checks its traces arrive whole too (tests/traces.rs checks them in depth).
 
 mod common;
 mod receiver;
@@ -8,8 +10,9 @@ mod receiver;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{assert_reference, assert_success};
-use receiver::{Point, Receiver, points};
+use common::{assert_reference, assert_success, clean_env};
+use receiver::tree::{check_numbers, whole_number_traces};
+use receiver::{Captured, Point, Receiver, points, spans};
 use tokio::process::Command;
 
 const FIZZBUZZ: &str = env!("CARGO_BIN_EXE_fizzbuzz");
@@ -18,6 +21,12 @@ const SAY_FIZZ: &str = "fizzbuzz.v1.FizzService/SayFizz";
 const SAY_BUZZ: &str = "fizzbuzz.v1.BuzzService/SayBuzz";
 const REQUEST: &str = "protocluster_virtualactor_requestasync_duration";
 const LIVE: &str = "protocluster_virtualactors";
+/// The paths an OTLP/HTTP exporter posts to.
+const SIGNALS: [&str; 3] = ["/v1/metrics", "/v1/traces", "/v1/logs"];
+
+fn metrics_requests(captured: &[Captured]) -> usize {
+    captured.iter().filter(|c| c.path == "/v1/metrics").count()
+}
 
 async fn up(count: u32, env: &[(&str, &str)]) -> std::process::Output {
     up_with(count, &[], env).await
@@ -31,17 +40,7 @@ async fn up_with(count: u32, args: &[&str], env: &[(&str, &str)]) -> std::proces
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for k in [
-        "CONSUL_HTTP_ADDR",
-        "NEW_RELIC_LICENSE_KEY",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_HEADERS",
-        "OTEL_SERVICE_NAME",
-        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
-    ] {
-        c.env_remove(k);
-    }
+    clean_env(&mut c);
     c.env("FIZZBUZZ_LOG", "warn");
     for (k, v) in env {
         c.env(k, v);
@@ -122,12 +121,13 @@ async fn a_new_relic_run_arrives_as_new_relic_wants_it() {
 
     let captured = receiver.captured();
     assert!(
-        captured.len() >= 3,
-        "only {} exports arrived",
-        captured.len()
+        metrics_requests(&captured) >= 3,
+        "only {} metrics exports arrived",
+        metrics_requests(&captured)
     );
+    // What New Relic asks of every export, whatever its signal.
     for c in &captured {
-        assert_eq!(c.path, "/v1/metrics");
+        assert!(SIGNALS.contains(&c.path.as_str()), "export to {}", c.path);
         assert_eq!(c.content_type, "application/x-protobuf");
         assert_eq!(c.content_encoding, "gzip");
         assert_eq!(c.api_key.as_deref(), Some(KEY));
@@ -245,9 +245,11 @@ async fn export_failures_never_hurt_the_cluster_and_are_explained() {
             out.status
         );
         assert_reference(&out.stdout, 200);
+        // Once per kind of failure and exporter: three processes, each exporting
+        // metrics, traces and logs.
         let explained = stderr.lines().filter(|l| l.contains(says)).count();
         assert!(
-            (1..=3).contains(&explained),
+            (1..=9).contains(&explained),
             "{says}: explained {explained} times:\n{stderr}"
         );
         for line in stderr.lines() {
@@ -316,40 +318,46 @@ async fn a_run_through_rotel_arrives_intact() {
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{http}")),
             ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ],
     )
     .await;
     assert_success(&out);
     assert_reference(&out.stdout, 1000);
 
-    // rotel batches; give it a moment to forward the last exports.
-    let mut calls = (0.0, 0.0);
-    for _ in 0..100 {
-        let p = points(&receiver.captured());
-        calls = (
+    // rotel batches (200 ms by default): wait for the last exports to come through.
+    let calls = |c: &[Captured]| {
+        let p = points(c);
+        (
             client_calls(&p, SAY_FIZZ, false),
             client_calls(&p, SAY_BUZZ, false),
-        );
-        if calls == (1000.0, 1000.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        )
+    };
+    let traced = |c: &[Captured]| whole_number_traces(&spans(c)).map(|t| t.len());
+    let captured = receiver
+        .wait_for(Duration::from_secs(20), |c| {
+            calls(c) == (1000.0, 1000.0) && traced(c) == Ok(1000)
+        })
+        .await;
     let _ = rotel.kill().await;
     assert_eq!(
-        calls,
+        calls(&captured),
         (1000.0, 1000.0),
         "calls counted behind rotel (SayFizz, SayBuzz)"
     );
-    let p = points(&receiver.captured());
+    let p = points(&captured);
     for (service, kind) in [("fizz", "FizzService"), ("buzz", "BuzzService")] {
         assert!(
             live_values(&p, service, kind).contains(&1.0),
             "{service}: no live activation seen"
         );
     }
+    let spans = spans(&captured);
+    let traces = whole_number_traces(&spans)
+        .unwrap_or_else(|e| panic!("behind rotel, a trace is not whole: {e}"));
+    check_numbers(&traces, 1..=1000).unwrap_or_else(|e| panic!("behind rotel: {e}"));
     assert!(
-        receiver.captured().iter().all(|c| c.error.is_none()),
+        captured.iter().all(|c| c.error.is_none()),
         "rotel forwarded something undecodable"
     );
 }
@@ -357,7 +365,9 @@ async fn a_run_through_rotel_arrives_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_line_headers_win_over_the_environment() {
     let receiver = Receiver::start().await;
-    let mut fizz = Command::new(env!("CARGO_BIN_EXE_fizz"))
+    let mut fizz = Command::new(env!("CARGO_BIN_EXE_fizz"));
+    clean_env(&mut fizz);
+    let mut fizz = fizz
         .args([
             "--consul-addr",
             "127.0.0.1:1",
@@ -372,7 +382,6 @@ async fn command_line_headers_win_over_the_environment() {
             "x-team=from-env,x-other=env-only",
         )
         .env("FIZZBUZZ_LOG", "error")
-        .env_remove("NEW_RELIC_LICENSE_KEY")
         .kill_on_drop(true)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -419,8 +428,9 @@ async fn up_passes_its_export_flags_to_every_node() {
     assert_reference(&out.stdout, 300);
     let captured = receiver.captured();
     assert!(!captured.is_empty(), "no export arrived");
+    assert!(metrics_requests(&captured) > 0, "no metrics export arrived");
     for c in &captured {
-        assert_eq!(c.path, "/v1/metrics");
+        assert!(SIGNALS.contains(&c.path.as_str()), "export to {}", c.path);
         assert_eq!(c.headers.get("x-team").map(String::as_str), Some("up-flag"));
     }
     let mut services: Vec<String> = points(&captured)

@@ -27,3 +27,19 @@ pub fn assert_success(out: &std::process::Output) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Removes what a developer's shell may have set that would change how a node exports
+/// or logs (`OTEL_*`, `NEW_RELIC_*`, `FIZZBUZZ_*`, the Consul address): a test sets
+/// what it means to.
+pub fn clean_env(command: &mut tokio::process::Command) {
+    for (k, _) in std::env::vars_os() {
+        let name = k.to_string_lossy();
+        if ["OTEL_", "NEW_RELIC_", "FIZZBUZZ_"]
+            .iter()
+            .any(|p| name.starts_with(p))
+            || name == "CONSUL_HTTP_ADDR"
+        {
+            command.env_remove(&k);
+        }
+    }
+}
