@@ -24,7 +24,8 @@ mod redact;
 pub use process::{INSTRUMENTS as PROCESS_INSTRUMENTS, ProcessInstrument};
 
 pub use config::{
-    Compression, NewRelicRegion, Overrides, TelemetryConfig, TemporalityPreference, env,
+    BatchSettings, Compression, HeaderValue, NewRelicRegion, Overrides, PropagatorKind,
+    SamplerConfig, SignalConfig, TelemetryConfig, TemporalityPreference, env,
 };
 
 use opentelemetry::KeyValue;

@@ -1,12 +1,16 @@
 //! Resolution: the layers applied in order — defaults, then the New Relic preset, then
 //! the standard `OTEL_*` environment variables, then command-line overrides — each
-//! free to override the one before; the result is validated last.
+//! free to override the one before; `OTEL_{METRICS,TRACES,LOGS}_EXPORTER=none` turns
+//! its signal off whatever the layers say. The result is validated last.
 
 use std::time::Duration;
 
-use super::TemporalityPreference;
-use super::env::{self, EnvLayer, Vars};
-use super::{Compression, HeaderValue, NewRelicRegion, Overrides, TelemetryConfig};
+use super::env::{self, EnvLayer, Signal, SignalLayer, Vars};
+use super::sdk::{self, SdkLayer};
+use super::{
+    Compression, NewRelicRegion, Overrides, SignalConfig, TelemetryConfig, TemporalityPreference,
+    set_header,
+};
 use crate::TelemetryError;
 
 impl TelemetryConfig {
@@ -25,33 +29,85 @@ impl TelemetryConfig {
         if env::sdk_disabled(&vars) {
             return Ok(config);
         }
-        env::check_protocol(&vars)?;
         apply_new_relic(&mut config, &vars, overrides)?;
-        apply_env(&mut config, env::read(&vars)?);
+        let layer = env::read(&vars)?;
+        let off: Vec<Signal> = Signal::ALL
+            .into_iter()
+            .filter(|s| layer_of(&layer, *s).off)
+            .collect();
+        apply_env(&mut config, layer);
+        apply_sdk(&mut config, sdk::read(&vars)?);
         apply_overrides(&mut config, overrides)?;
+        for signal in off {
+            config.with_signal(signal, |s| s.endpoint = None);
+        }
         config.validate()?;
         Ok(config)
     }
+
+    /// Runs `f` on the settings of `signal` (for metrics, on a copy of the top-level
+    /// fields, written back after).
+    fn with_signal(&mut self, signal: Signal, f: impl FnOnce(&mut SignalConfig)) {
+        match signal {
+            Signal::Traces => f(&mut self.traces),
+            Signal::Logs => f(&mut self.logs),
+            Signal::Metrics => {
+                let mut m = self.metrics();
+                f(&mut m);
+                self.endpoint = m.endpoint;
+                self.headers = m.headers;
+                self.compression = m.compression;
+                self.timeout = m.timeout;
+            }
+        }
+    }
 }
 
-/// The bottom layer: no export, gzip, a 1 s interval, a 10 s timeout, cumulative.
-fn defaults() -> TelemetryConfig {
-    TelemetryConfig {
+fn layer_of(layer: &EnvLayer, signal: Signal) -> &SignalLayer {
+    match signal {
+        Signal::Metrics => &layer.metrics,
+        Signal::Traces => &layer.traces,
+        Signal::Logs => &layer.logs,
+    }
+}
+
+/// A signal that is not exported: gzip and a 10 s timeout once it is.
+fn signal_defaults() -> SignalConfig {
+    SignalConfig {
         endpoint: None,
         headers: Vec::new(),
         compression: Compression::Gzip,
-        interval: Duration::from_secs(1),
         timeout: Duration::from_secs(10),
+    }
+}
+
+/// The bottom layer: no export, gzip, a 1 s interval, a 10 s timeout, cumulative; the
+/// specification's sampler, propagators and batching.
+fn defaults() -> TelemetryConfig {
+    let metrics = signal_defaults();
+    let sdk = sdk::defaults();
+    TelemetryConfig {
+        endpoint: metrics.endpoint,
+        headers: metrics.headers,
+        compression: metrics.compression,
+        interval: Duration::from_secs(1),
+        timeout: metrics.timeout,
         temporality: TemporalityPreference::Cumulative,
         service_name: None,
         resource_attributes: Vec::new(),
         new_relic: false,
+        traces: signal_defaults(),
+        logs: signal_defaults(),
+        sampler: sdk.sampler,
+        propagators: sdk.propagators,
+        span_batch: sdk.span_batch,
+        log_batch: sdk.log_batch,
     }
 }
 
-/// With `NEW_RELIC_LICENSE_KEY` set: the region's endpoint, the key as the `api-key`
-/// header, and delta temporality. The region (flag over variable) is checked even
-/// without a key.
+/// With `NEW_RELIC_LICENSE_KEY` set: the region's endpoints, the key as the `api-key`
+/// header of every signal, and delta temporality. The region (flag over variable) is
+/// checked even without a key.
 fn apply_new_relic(
     config: &mut TelemetryConfig,
     vars: &Vars<'_>,
@@ -69,39 +125,82 @@ fn apply_new_relic(
     };
     if let Some(key) = license {
         config.new_relic = true;
-        config.endpoint = Some(region.metrics_endpoint().to_string());
-        config.headers.push(("api-key".into(), HeaderValue(key)));
         config.temporality = TemporalityPreference::Delta;
+        for signal in Signal::ALL {
+            let endpoint = match signal {
+                Signal::Metrics => region.metrics_endpoint(),
+                Signal::Traces => region.traces_endpoint(),
+                Signal::Logs => region.logs_endpoint(),
+            };
+            config.with_signal(signal, |s| {
+                s.endpoint = Some(endpoint.to_string());
+                set_header(&mut s.headers, "api-key".into(), key.clone());
+            });
+        }
     }
     Ok(())
 }
 
-/// The standard variables, over the preset.
-fn apply_env(config: &mut TelemetryConfig, layer: EnvLayer) {
+/// One signal's variables, over the preset.
+fn apply_signal(target: &mut SignalConfig, layer: SignalLayer) {
     if let Some(e) = layer.endpoint {
-        config.endpoint = Some(e);
+        target.endpoint = Some(e);
     }
     for (k, v) in layer.headers {
-        config.set_header(k, v);
+        set_header(&mut target.headers, k, v);
     }
     if let Some(c) = layer.compression {
-        config.compression = c;
+        target.compression = c;
     }
     if let Some(t) = layer.timeout {
-        config.timeout = t;
+        target.timeout = t;
     }
-    if let Some(i) = layer.interval {
+}
+
+/// The standard variables, over the preset.
+fn apply_env(config: &mut TelemetryConfig, layer: EnvLayer) {
+    let EnvLayer {
+        metrics,
+        traces,
+        logs,
+        interval,
+        temporality,
+        resource_attributes,
+        service_name,
+    } = layer;
+    config.with_signal(Signal::Metrics, |s| apply_signal(s, metrics));
+    apply_signal(&mut config.traces, traces);
+    apply_signal(&mut config.logs, logs);
+    if let Some(i) = interval {
         config.interval = i;
     }
-    if let Some(t) = layer.temporality {
+    if let Some(t) = temporality {
         config.temporality = t;
     }
-    if let Some(r) = layer.resource_attributes {
+    if let Some(r) = resource_attributes {
         config.resource_attributes = r;
     }
-    if let Some(n) = layer.service_name {
+    if let Some(n) = service_name {
         config.service_name = Some(n);
     }
+}
+
+/// The sampler, propagators and batch settings (nothing below sets them).
+fn apply_sdk(config: &mut TelemetryConfig, layer: SdkLayer) {
+    config.sampler = layer.sampler;
+    config.propagators = layer.propagators;
+    config.span_batch = layer.span_batch;
+    config.log_batch = layer.log_batch;
+}
+
+/// The base of an endpoint given as a flag: without trailing slashes, and without a
+/// signal path (`/v1/metrics`, `/v1/traces`, `/v1/logs`) at its end.
+fn base_of(endpoint: &str) -> &str {
+    let trimmed = endpoint.trim_end_matches('/');
+    Signal::ALL
+        .into_iter()
+        .find_map(|s| trimmed.strip_suffix(s.path()))
+        .map_or(trimmed, |base| base.trim_end_matches('/'))
 }
 
 /// Command-line values, over everything else (empty strings are ignored).
@@ -109,13 +208,24 @@ fn apply_overrides(
     config: &mut TelemetryConfig,
     overrides: &Overrides,
 ) -> Result<(), TelemetryError> {
-    if let Some(e) = overrides.endpoint.clone().filter(|e| !e.is_empty()) {
-        config.endpoint = Some(e);
-    }
+    let mut headers = Vec::new();
     for h in &overrides.headers {
-        for (k, v) in env::parse_pairs("--otlp-header", h)? {
-            config.set_header(k, v);
-        }
+        headers.extend(env::parse_pairs("--otlp-header", h)?);
+    }
+    let base = overrides
+        .endpoint
+        .as_deref()
+        .filter(|e| !e.is_empty())
+        .map(base_of);
+    for signal in Signal::ALL {
+        config.with_signal(signal, |s| {
+            if let Some(base) = base {
+                s.endpoint = Some(format!("{base}{}", signal.path()));
+            }
+            for (k, v) in &headers {
+                set_header(&mut s.headers, k.clone(), v.clone());
+            }
+        });
     }
     if let Some(i) = overrides.interval {
         config.interval = i;
@@ -124,177 +234,4 @@ fn apply_overrides(
         config.service_name = Some(n);
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn config(
-        vars: &[(&str, &str)],
-        overrides: &Overrides,
-    ) -> Result<TelemetryConfig, TelemetryError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        TelemetryConfig::from_lookup(|k| map.get(k).cloned(), overrides)
-    }
-
-    #[test]
-    fn no_endpoint_means_no_export() {
-        let c = config(&[], &Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.endpoint, None);
-        assert_eq!(c.interval, Duration::from_secs(1));
-        assert_eq!(c.compression, Compression::Gzip);
-    }
-
-    #[test]
-    fn the_base_endpoint_gets_v1_metrics_and_the_metrics_endpoint_is_used_as_is() {
-        let c = config(
-            &[(env::OTLP_ENDPOINT, "http://collector:4318/")],
-            &Overrides::default(),
-        );
-        assert_eq!(
-            c.ok().and_then(|c| c.endpoint).as_deref(),
-            Some("http://collector:4318/v1/metrics")
-        );
-        let c = config(
-            &[
-                (env::OTLP_ENDPOINT, "http://a:4318"),
-                (env::OTLP_METRICS_ENDPOINT, "http://b:9/custom"),
-            ],
-            &Overrides::default(),
-        );
-        assert_eq!(
-            c.ok().and_then(|c| c.endpoint).as_deref(),
-            Some("http://b:9/custom")
-        );
-    }
-
-    #[test]
-    fn the_new_relic_preset_gives_endpoint_api_key_and_delta() {
-        let c = config(
-            &[(env::NEW_RELIC_LICENSE_KEY, "nr-key-123")],
-            &Overrides::default(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            c.endpoint.as_deref(),
-            Some("https://otlp.nr-data.net:4318/v1/metrics")
-        );
-        assert_eq!(c.header("api-key"), Some("nr-key-123"));
-        assert_eq!(c.temporality, TemporalityPreference::Delta);
-        assert!(c.new_relic);
-        let eu = config(
-            &[
-                (env::NEW_RELIC_LICENSE_KEY, "k"),
-                (env::NEW_RELIC_REGION, "EU"),
-            ],
-            &Overrides::default(),
-        );
-        assert_eq!(
-            eu.ok().and_then(|c| c.endpoint).as_deref(),
-            Some("https://otlp.eu01.nr-data.net:4318/v1/metrics")
-        );
-        assert!(
-            config(
-                &[
-                    (env::NEW_RELIC_LICENSE_KEY, "k"),
-                    (env::NEW_RELIC_REGION, "mars")
-                ],
-                &Overrides::default()
-            )
-            .is_err()
-        );
-    }
-
-    #[test]
-    fn flags_win_over_environment_which_wins_over_the_preset() {
-        let vars = [
-            (env::NEW_RELIC_LICENSE_KEY, "k"),
-            (env::OTLP_ENDPOINT, "http://env:4318"),
-            (env::TEMPORALITY, "cumulative"),
-            (env::EXPORT_INTERVAL, "5000"),
-            (env::OTLP_HEADERS, "x-team=blue,api-key=from%20env"),
-        ];
-        let o = Overrides {
-            endpoint: Some("http://flag:1/v1/metrics".into()),
-            headers: vec!["x-team=red".into()],
-            interval: Some(Duration::from_millis(250)),
-            ..Overrides::default()
-        };
-        let c = config(&vars, &o).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.endpoint.as_deref(), Some("http://flag:1/v1/metrics"));
-        assert_eq!(c.header("x-team"), Some("red"));
-        assert_eq!(c.header("api-key"), Some("from env"));
-        assert_eq!(c.temporality, TemporalityPreference::Cumulative);
-        assert_eq!(c.interval, Duration::from_millis(250));
-    }
-
-    #[test]
-    fn bad_values_are_errors_that_name_the_variable() {
-        let cases: &[(&str, &str, &str)] = &[
-            (env::OTLP_PROTOCOL, "grpc", "http/protobuf"),
-            (env::OTLP_COMPRESSION, "brotli", env::OTLP_COMPRESSION),
-            (env::EXPORT_INTERVAL, "soon", env::EXPORT_INTERVAL),
-            (env::TEMPORALITY, "sometimes", env::TEMPORALITY),
-            (env::OTLP_HEADERS, "novalue", env::OTLP_HEADERS),
-            (env::OTLP_ENDPOINT, "collector:4318", "http://"),
-        ];
-        for (k, v, named) in cases {
-            let e = config(&[(k, v)], &Overrides::default())
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            assert!(e.contains(named), "{k}={v}: {e}");
-        }
-    }
-
-    #[test]
-    fn header_values_never_show_in_debug_or_errors() {
-        let c = config(
-            &[(env::NEW_RELIC_LICENSE_KEY, "very-secret-license")],
-            &Overrides::default(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert!(!format!("{c:?}").contains("very-secret"));
-        let e = config(
-            &[(env::OTLP_HEADERS, "api-keyvery-secret-license")],
-            &Overrides::default(),
-        )
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-        assert!(!e.contains("secret-license"), "{e}");
-    }
-
-    #[test]
-    fn service_name_and_resource_attributes_follow_the_spec() {
-        let c = config(
-            &[
-                (
-                    env::RESOURCE_ATTRIBUTES,
-                    "service.name=a,deployment.environment=dev",
-                ),
-                (env::SERVICE_NAME, "b"),
-            ],
-            &Overrides::default(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.service_name.as_deref(), Some("b"));
-        assert!(
-            c.resource_attributes
-                .contains(&("deployment.environment".into(), "dev".into()))
-        );
-        let off = config(
-            &[
-                (env::SDK_DISABLED, "true"),
-                (env::NEW_RELIC_LICENSE_KEY, "k"),
-            ],
-            &Overrides::default(),
-        );
-        assert_eq!(off.ok().and_then(|c| c.endpoint), None);
-    }
 }
