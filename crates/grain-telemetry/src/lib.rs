@@ -116,7 +116,12 @@ impl Telemetry {
                 "NEW_RELIC_LICENSE_KEY is sent as the api-key header to an endpoint that is not New Relic's"
             );
         }
-        let exporter = export::build(config, &endpoint)?;
+        let exporter = export::build_metrics(
+            &config.metrics(),
+            &endpoint,
+            config.temporality,
+            config.new_relic,
+        )?;
         let reader = PeriodicReader::builder(exporter)
             .with_interval(config.interval)
             .build();
