@@ -24,17 +24,21 @@
 //! - propagates context in calls with the propagators of `OTEL_PROPAGATORS` (W3C trace
 //!   context and baggage by default; B3 single or multi header; or none), exported or
 //!   not ([`Telemetry::propagator`]);
+//! - writes the process's log lines to stderr, human or JSON ([`LogFormat`]), each
+//!   line written while serving a traced call carrying its `trace_id` and `span_id`
+//!   ([`Telemetry::init_logging`], or [`init_logging`] without telemetry);
 //! - keeps export trouble away from the application: failures are logged once per kind
 //!   per minute with what they mean ("403: the license key was rejected"), never with a
 //!   header value, and data that cannot be sent is dropped, not queued without bound.
 //!
 //! The order in a binary: [`TelemetryConfig::from_env`], [`Telemetry::install`],
-//! the logging, [`Telemetry::log_summary`]; at the end
+//! [`Telemetry::init_logging`], [`Telemetry::log_summary`]; at the end
 //! [`Telemetry::shutdown`]. Install and shut down outside an async context: the HTTP
 //! client is blocking and runs on the processors' own threads.
 
 mod config;
 mod export;
+mod logging;
 mod logs;
 mod process;
 mod propagation;
@@ -48,6 +52,7 @@ pub use config::{
     BatchSettings, Compression, HeaderValue, NewRelicRegion, Overrides, PropagatorKind,
     SamplerConfig, SignalConfig, TelemetryConfig, TemporalityPreference, env,
 };
+pub use logging::{LogFormat, init_logging};
 
 use std::sync::Arc;
 
@@ -221,7 +226,7 @@ impl Telemetry {
 
     /// Logs one line per signal saying what is exported where (endpoints redacted), and
     /// warns when the New Relic key goes to an endpoint that is not New Relic's. Call
-    /// once logging is set up.
+    /// after [`Telemetry::init_logging`].
     pub fn log_summary(&self) {
         self.summary.log();
     }

@@ -1,7 +1,7 @@
 //! The logs pipeline: an `SdkLoggerProvider` with the SDK's batch log record processor
 //! (its own thread, a bounded queue) over the OTLP/HTTP log exporter, wrapped so that
 //! failures are explained in the log like the other signals'. The log records come
-//! from the `tracing` bridge installed with the logging; the SDK logger
+//! from the `tracing` bridge installed with the logging (`logging`); the SDK logger
 //! gives each the trace context current when it was emitted.
 
 use std::time::Duration;
