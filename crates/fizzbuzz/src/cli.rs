@@ -2,10 +2,10 @@
 //! logging to stderr, the runtime, and the mains themselves (stop signals are in
 //! `process`).
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use grain_telemetry::LogFormat;
 
 use crate::client::{ClientCommand, run_client, verdict};
 use crate::config::{CommonArgs, NodeSetup, Role};
@@ -27,16 +27,10 @@ fn parse<T: Parser>() -> Result<T, ExitCode> {
     })
 }
 
-/// Logs to stderr with `filter` (e.g. `info`, `grain=debug`).
-pub fn init_logging(filter: &str) -> Result<(), AppError> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| AppError::Usage(format!("--log-level {filter:?}: {e}")))?;
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter)
-        .try_init();
-    Ok(())
+/// Logs to stderr with `filter` (e.g. `info`, `grain=debug`) in `format`, for a
+/// process that exports no telemetry.
+pub fn init_logging(filter: &str, format: LogFormat) -> Result<(), AppError> {
+    grain_telemetry::init_logging(filter, format).map_err(|e| AppError::Usage(e.to_string()))
 }
 
 fn run(
@@ -72,8 +66,8 @@ fn run(
     }
 }
 
-/// Runs the node of `role`: logging and metrics are set up before the runtime starts and
-/// metrics are flushed after it stops (the exporter's HTTP client is blocking).
+/// Runs the node of `role`: telemetry and logging are set up before the runtime starts
+/// and flushed after it stops (the exporters' HTTP client is blocking).
 fn run_node<F, Fut>(role: Role, common: &CommonArgs, work: F) -> ExitCode
 where
     F: FnOnce(NodeSetup) -> Fut,
@@ -83,15 +77,21 @@ where
         eprintln!("error: {e}");
         ExitCode::from(e.exit_code())
     };
-    if let Err(e) = init_logging(&common.log_level) {
-        return fail(e);
-    }
     let mut setup = NodeSetup::new(role);
+    // Built first, so that logs can also go out over OTLP; until logging is set up,
+    // errors go to stderr as they are.
     let telemetry = match common.telemetry(role, &setup.member_id) {
         Ok(t) => t,
         Err(e) => return fail(e),
     };
+    if let Err(e) = telemetry.init_logging(&common.log_level, common.log_format) {
+        return fail(AppError::Usage(e.to_string()));
+    }
+    telemetry.log_summary();
     setup.meter = telemetry.meter("grain");
+    setup.tracing = telemetry
+        .tracer("grain")
+        .map(|tracer| grain::Tracing::new(tracer, telemetry.propagator()));
     let code = run(common.workers, work(setup));
     telemetry.shutdown();
     code
@@ -146,7 +146,11 @@ fn client(command: ClientCommand) -> ExitCode {
         // The client gathers its output into chunks and writes each at once.
         let mut out = std::io::stdout();
         let summary = run_client(&command, &setup, &mut out, shutdown_signal()).await?;
-        eprint!("{}", summary.report());
+        // In JSON, every stderr line is a JSON object: the report is one log event.
+        match command.common.log_format {
+            LogFormat::Human => eprint!("{}", summary.report()),
+            LogFormat::Json => tracing::info!(target: "fizzbuzz::summary", "{}", summary.report()),
+        }
         verdict(&command.run, &summary)?;
         Ok(exit::OK)
     })
@@ -194,11 +198,11 @@ pub fn fizzbuzz_main() -> ExitCode {
     };
     match cli.command {
         Command::Up(args) => run(None, async move {
-            init_logging("info,grain=warn")?;
+            init_logging("info,grain=warn", args.log_format)?;
             up(&args, shutdown_signal()).await
         }),
         Command::Agent(args) => run(None, async move {
-            init_logging("info")?;
+            init_logging("info", LogFormat::Human)?;
             agent(&args, shutdown_signal()).await?;
             Ok(exit::OK)
         }),

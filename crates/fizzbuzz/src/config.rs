@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use grain::{MemberId, NodeConfig};
 use grain_consul::{ConsulConfig, ConsulMembership, Token};
-use grain_telemetry::{Overrides, ProcessInfo, Telemetry, TelemetryConfig};
+use grain_telemetry::{LogFormat, Overrides, ProcessInfo, Telemetry, TelemetryConfig};
 
 use crate::AppError;
 
@@ -17,9 +17,11 @@ pub const ENV_BIND: &str = "FIZZBUZZ_BIND";
 pub const ENV_ADVERTISE: &str = "FIZZBUZZ_ADVERTISE";
 /// `FIZZBUZZ_LOG`: the log filter.
 pub const ENV_LOG: &str = "FIZZBUZZ_LOG";
+/// `FIZZBUZZ_LOG_FORMAT`: `human` (the default) or `json` (`--log-format`).
+pub const ENV_LOG_FORMAT: &str = "FIZZBUZZ_LOG_FORMAT";
 /// `FIZZBUZZ_WORKERS`: the async runtime's worker threads.
 pub const ENV_WORKERS: &str = "FIZZBUZZ_WORKERS";
-/// `FIZZBUZZ_OTLP_ENDPOINT`: the OTLP/HTTP metrics URL (`--otlp-endpoint`).
+/// `FIZZBUZZ_OTLP_ENDPOINT`: the OTLP/HTTP base URL of all signals (`--otlp-endpoint`).
 pub const ENV_OTLP_ENDPOINT: &str = "FIZZBUZZ_OTLP_ENDPOINT";
 /// `FIZZBUZZ_OTLP_HEADERS`: extra export headers, `key=value,key2=value2` as in
 /// `OTEL_EXPORTER_OTLP_HEADERS` (`--otlp-header`; values never shown).
@@ -60,24 +62,32 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s:?} is not a duration (examples: 500ms, 5s, 2m)"))
 }
 
-/// Who a node is and where it records its metrics; made before the node starts, so
-/// the metrics resource can name the member.
+/// Who a node is and where it records its metrics and spans; made before the node
+/// starts, so the telemetry resource can name the member.
 #[derive(Clone, Debug)]
 pub struct NodeSetup {
     /// The member id the node will use.
     pub member_id: MemberId,
     /// The meter for the runtime's instruments, when metrics are exported.
     pub meter: Option<opentelemetry::metrics::Meter>,
+    /// The tracer and propagator for the runtime's spans, when traces are exported.
+    pub tracing: Option<grain::Tracing>,
 }
 
 impl NodeSetup {
-    /// A fresh member id for `role`, and no metrics.
+    /// A fresh member id for `role`, and no telemetry.
     pub fn new(role: Role) -> Self {
         Self {
             member_id: MemberId::random(role.name()),
             meter: None,
+            tracing: None,
         }
     }
+}
+
+/// Parses `--log-format` (`human`, `text` or `json`).
+pub fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    s.parse::<LogFormat>().map_err(|e| e.to_string())
 }
 
 /// Options shared by `fizz`, `buzz` and `client`.
@@ -104,11 +114,15 @@ pub struct CommonArgs {
     /// Log filter: error, warn, info, debug, trace, or directives like `grain=debug`.
     #[arg(long, env = ENV_LOG, default_value = "info")]
     pub log_level: String,
+    /// Log line format: human (the default) or json (one object per line, with the
+    /// trace_id and span_id of the call being served).
+    #[arg(long, env = ENV_LOG_FORMAT, default_value = "human", value_parser = parse_log_format)]
+    pub log_format: LogFormat,
     /// Async runtime worker threads (default: one per CPU core). Nodes that share a
     /// small machine often answer faster with 1.
     #[arg(long, env = ENV_WORKERS, value_parser = parse_workers)]
     pub workers: Option<usize>,
-    /// Metrics export (OTLP/HTTP).
+    /// Metrics, traces and logs export (OTLP/HTTP).
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
@@ -143,11 +157,11 @@ impl std::fmt::Debug for HeaderArg {
     }
 }
 
-/// Metrics export options. The standard `OTEL_*` variables and `NEW_RELIC_LICENSE_KEY`
-/// are read too; these flags win over them.
+/// Export options of metrics, traces and logs. The standard `OTEL_*` variables and
+/// `NEW_RELIC_LICENSE_KEY` are read too; these flags win over them.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct TelemetryArgs {
-    /// Where and how metrics are exported.
+    /// Where and how telemetry is exported.
     #[command(flatten)]
     pub export: ExportArgs,
     /// service.name (default: the role, or OTEL_SERVICE_NAME).
@@ -155,10 +169,12 @@ pub struct TelemetryArgs {
     pub service_name: Option<String>,
 }
 
-/// Where and how metrics are exported: the options `fizzbuzz up` passes to every node.
+/// Where and how telemetry is exported: the options `fizzbuzz up` passes to every node.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct ExportArgs {
-    /// OTLP/HTTP metrics URL, used as is (e.g. http://127.0.0.1:4318/v1/metrics).
+    /// OTLP/HTTP base URL of metrics, traces and logs (e.g. http://127.0.0.1:4318:
+    /// /v1/metrics, /v1/traces and /v1/logs are appended; a URL ending in one of them
+    /// is taken as its base).
     #[arg(long, env = ENV_OTLP_ENDPOINT)]
     pub otlp_endpoint: Option<String>,
     /// An extra export header, key=value (repeatable). Prefer OTEL_EXPORTER_OTLP_HEADERS
@@ -210,8 +226,8 @@ impl ExportArgs {
 }
 
 impl CommonArgs {
-    /// Builds the metrics pipeline for a node of `role` with `member` id (call outside
-    /// an async context); errors name the setting.
+    /// Builds the telemetry pipelines for a node of `role` with `member` id (call
+    /// outside an async context); errors name the setting.
     pub fn telemetry(&self, role: Role, member: &MemberId) -> Result<Telemetry, AppError> {
         let config = self
             .telemetry
@@ -235,6 +251,7 @@ impl CommonArgs {
             bind: self.bind,
             advertise: self.advertise.clone(),
             meter: setup.meter.clone(),
+            tracing: setup.tracing.clone(),
             ..NodeConfig::default()
         };
         config.validate().map_err(|e| {

@@ -13,8 +13,12 @@ use tokio::process::{Child, Command};
 
 use crate::AppError;
 use crate::client::ClientArgs;
-use crate::config::{ENV_CLUSTER, ENV_LOG, ENV_WORKERS, ExportArgs, Role, parse_workers};
+use crate::config::{
+    ENV_CLUSTER, ENV_LOG, ENV_LOG_FORMAT, ENV_WORKERS, ExportArgs, Role, parse_log_format,
+    parse_workers,
+};
 use crate::process::ENV_PARENT_PID;
+use grain_telemetry::LogFormat;
 
 /// Options of `fizzbuzz up`.
 #[derive(clap::Args, Clone, Debug)]
@@ -28,6 +32,9 @@ pub struct UpArgs {
     /// Log filter of the three nodes (their logs go to stderr).
     #[arg(long, env = ENV_LOG, default_value = "warn")]
     pub log_level: String,
+    /// Log line format of `up` and the three nodes: human (the default) or json.
+    #[arg(long, env = ENV_LOG_FORMAT, default_value = "human", value_parser = parse_log_format)]
+    pub log_format: LogFormat,
     /// Async runtime worker threads of each node (default: one per CPU core).
     #[arg(long, env = ENV_WORKERS, value_parser = parse_workers)]
     pub workers: Option<usize>,
@@ -111,6 +118,7 @@ fn child_env(role: Role, args: &UpArgs, consul_addr: &str) -> Vec<(&'static str,
         ),
         (ENV_CLUSTER, Some(args.cluster.clone())),
         (ENV_LOG, Some(args.log_level.clone())),
+        (ENV_LOG_FORMAT, Some(args.log_format.to_string())),
         (ENV_WORKERS, args.workers.map(|n| n.to_string())),
     ];
     env.extend(args.export.to_env());
@@ -201,10 +209,15 @@ pub async fn up(args: &UpArgs, stop: impl Future<Output = ()>) -> Result<u8, App
             (Some(agent), addr)
         }
     };
-    eprintln!(
-        "fizzbuzz up: cluster {} on Consul {consul_addr}",
-        args.cluster
-    );
+    match args.log_format {
+        LogFormat::Human => eprintln!(
+            "fizzbuzz up: cluster {} on Consul {consul_addr}",
+            args.cluster
+        ),
+        LogFormat::Json => {
+            tracing::info!(cluster = %args.cluster, consul = %consul_addr, "fizzbuzz up")
+        }
+    }
     let spawn = |role: Role, stdout: Stdio| -> Result<Child, AppError> {
         child_command(role, args, &consul_addr)?
             .stdout(stdout)
@@ -286,6 +299,8 @@ mod tests {
             "c1",
             "--log-level",
             "debug",
+            "--log-format",
+            "json",
             "--workers",
             "3",
             "--otlp-endpoint",
@@ -399,6 +414,7 @@ mod tests {
             assert_eq!(common.consul_addr, consul);
             assert_eq!(common.cluster, args.cluster);
             assert_eq!(common.log_level, args.log_level);
+            assert_eq!(common.log_format, args.log_format);
             assert_eq!(common.workers, args.workers);
             assert_eq!(common.telemetry.export.to_env(), args.export.to_env());
         }
