@@ -1,5 +1,6 @@
 //! `docs/metrics.md` lists exactly the instruments the code records: the runtime's
-//! catalog (`grain::metrics::CATALOG`) and the process metrics of `grain-telemetry`.
+//! catalog (`grain::metrics::CATALOG`), the process metrics of `grain-telemetry` and its
+//! span processor's count.
 //! After changing instruments, refresh the table with
 //! `GRAIN_BLESS_DOCS=1 cargo test -p fizzbuzz --test catalog`.
 
@@ -29,7 +30,8 @@ fn table() -> String {
             d.description
         ));
     }
-    for p in grain_telemetry::PROCESS_INSTRUMENTS {
+    let telemetry = grain_telemetry::PROCESS_INSTRUMENTS.iter();
+    for p in telemetry.chain(grain_telemetry::SDK_INSTRUMENTS) {
         s.push_str(&format!(
             "| `{}` | {} | `{}` | {} | {} |\n",
             p.name,

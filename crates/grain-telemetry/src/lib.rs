@@ -48,6 +48,10 @@ mod traces;
 
 pub use process::{INSTRUMENTS as PROCESS_INSTRUMENTS, ProcessInstrument};
 
+/// The instruments of the telemetry pipeline itself: the span processor's count of
+/// spans exported and dropped.
+pub const SDK_INSTRUMENTS: &[ProcessInstrument] = &[traces::SPAN_PROCESSOR_INSTRUMENT];
+
 pub use config::{
     BatchSettings, Compression, HeaderValue, NewRelicRegion, Overrides, PropagatorKind,
     SamplerConfig, SignalConfig, TelemetryConfig, TemporalityPreference, env,

@@ -14,6 +14,8 @@ use crate::redact::redact_url;
 
 mod queue;
 
+pub(crate) use queue::INSTRUMENT as SPAN_PROCESSOR_INSTRUMENT;
+
 /// The SDK sampler for `config`.
 pub(crate) fn sampler(config: SamplerConfig) -> Sampler {
     match config {

@@ -21,9 +21,20 @@ use opentelemetry_sdk::trace::{
 
 use crate::config::BatchSettings;
 use crate::export::FailureLog;
+use crate::process::ProcessInstrument;
 
 /// The counter's name, from the OpenTelemetry semantic conventions for SDK metrics.
 pub(crate) const PROCESSED: &str = "otel.sdk.processor.span.processed";
+
+/// The counter, as `docs/metrics.md` lists it.
+pub(crate) const INSTRUMENT: ProcessInstrument = ProcessInstrument {
+    name: PROCESSED,
+    kind: "counter",
+    unit: "{span}",
+    attributes: &["otel.component.type", "error.type"],
+    description: "Spans whose processing finished: handed to the exporter, or dropped \
+        (error.type=queue_full) because the export queue was full.",
+};
 
 /// The queue count and the counter, shared by the processor and the exporter.
 #[derive(Debug)]
@@ -67,11 +78,9 @@ where
     E: SpanExporter + 'static,
 {
     let processed = meter
-        .u64_counter(PROCESSED)
-        .with_description(
-            "The number of spans for which the processing has finished, either successful or failed.",
-        )
-        .with_unit("{span}")
+        .u64_counter(INSTRUMENT.name)
+        .with_description(INSTRUMENT.description)
+        .with_unit(INSTRUMENT.unit)
         .build();
     let kind = KeyValue::new("otel.component.type", "batching_span_processor");
     let queue = Arc::new(Queue {
