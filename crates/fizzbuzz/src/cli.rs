@@ -14,6 +14,9 @@ use crate::nodes::{HostArgs, run_host};
 use crate::process::shutdown_signal;
 use crate::{AppError, exit};
 
+/// The target of the client's closing report in JSON logs.
+const REPORT_TARGET: &str = "fizzbuzz::report";
+
 /// Parses arguments; help and version exit 0, a bad option exits 64 with clap's message
 /// (which names the option).
 fn parse<T: Parser>() -> Result<T, ExitCode> {
@@ -33,8 +36,19 @@ pub fn init_logging(filter: &str, format: LogFormat) -> Result<(), AppError> {
     grain_telemetry::init_logging(filter, format).map_err(|e| AppError::Usage(e.to_string()))
 }
 
+/// Says why the process stops: a log event in JSON once logging is set up (so that
+/// every stderr line is an object), else a plain `error: …` line.
+fn report_error(format: LogFormat, e: &AppError) {
+    if format == LogFormat::Json && tracing::dispatcher::has_been_set() {
+        tracing::error!(target: "fizzbuzz", exit_code = e.exit_code(), "{e}");
+    } else {
+        eprintln!("error: {e}");
+    }
+}
+
 fn run(
     workers: Option<usize>,
+    format: LogFormat,
     work: impl std::future::Future<Output = Result<u8, AppError>> + Send + 'static,
 ) -> ExitCode {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -60,7 +74,7 @@ fn run(
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e}");
+            report_error(format, &e);
             ExitCode::from(e.exit_code())
         }
     }
@@ -84,7 +98,13 @@ where
         Ok(t) => t,
         Err(e) => return fail(e),
     };
-    if let Err(e) = telemetry.init_logging(&common.log_level, common.log_format) {
+    // The client's closing report is a log event in JSON (`fizzbuzz::report`): shown
+    // whatever the filter, as the human report is.
+    let filter = match role {
+        Role::Client => format!("{},{REPORT_TARGET}=info", common.log_level),
+        _ => common.log_level.clone(),
+    };
+    if let Err(e) = telemetry.init_logging(&filter, common.log_format) {
         return fail(AppError::Usage(e.to_string()));
     }
     telemetry.log_summary();
@@ -92,7 +112,7 @@ where
     setup.tracing = telemetry
         .tracer("grain")
         .map(|tracer| grain::Tracing::new(tracer, telemetry.propagator()));
-    let code = run(common.workers, work(setup));
+    let code = run(common.workers, common.log_format, work(setup));
     telemetry.shutdown();
     code
 }
@@ -149,7 +169,7 @@ fn client(command: ClientCommand) -> ExitCode {
         // In JSON, every stderr line is a JSON object: the report is one log event.
         match command.common.log_format {
             LogFormat::Human => eprint!("{}", summary.report()),
-            LogFormat::Json => tracing::info!(target: "fizzbuzz::summary", "{}", summary.report()),
+            LogFormat::Json => tracing::info!(target: REPORT_TARGET, "{}", summary.report()),
         }
         verdict(&command.run, &summary)?;
         Ok(exit::OK)
@@ -197,11 +217,11 @@ pub fn fizzbuzz_main() -> ExitCode {
         Err(code) => return code,
     };
     match cli.command {
-        Command::Up(args) => run(None, async move {
+        Command::Up(args) => run(None, args.log_format, async move {
             init_logging("info,grain=warn", args.log_format)?;
             up(&args, shutdown_signal()).await
         }),
-        Command::Agent(args) => run(None, async move {
+        Command::Agent(args) => run(None, LogFormat::Human, async move {
             init_logging("info", LogFormat::Human)?;
             agent(&args, shutdown_signal()).await?;
             Ok(exit::OK)

@@ -367,3 +367,33 @@ async fn log_lines_and_log_records_carry_the_span_of_the_call_they_serve() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_json_every_stderr_line_is_an_object_whatever_the_filter() {
+    let receiver = Receiver::start().await;
+    // The default filter of `up`'s children is `warn`: the client's report (an info
+    // event in JSON) must still be there, as the human report always is.
+    let out = up(&receiver, 15, &["--log-format", "json"], &[]).await;
+    assert!(out.status.success(), "up failed: {out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut events = Vec::new();
+    for line in stderr.lines() {
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) if v.is_object() => events.push(v),
+            _ => panic!("not a JSON log line: {line:?}"),
+        }
+    }
+    let said = |target: &str, text: &str| {
+        events.iter().any(|e| {
+            e["target"] == target && e["message"].as_str().is_some_and(|m| m.contains(text))
+        })
+    };
+    assert!(
+        said("fizzbuzz::report", "15 of 15 numbers answered"),
+        "no report: {stderr}"
+    );
+    assert!(
+        said("fizzbuzz::launcher", "fizzbuzz up"),
+        "no banner: {stderr}"
+    );
+}

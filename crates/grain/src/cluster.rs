@@ -194,25 +194,6 @@ impl Cluster {
                 self.shared.config.max_payload_bytes
             )));
         }
-        // As encoded: each string and each header entry also costs its tags and
-        // lengths (at most 12 bytes for an entry of this size; 16 for the three strings).
-        let addressing = 16
-            + id.kind().len()
-            + id.identity().len()
-            + method.len()
-            + options
-                .headers
-                .iter()
-                .map(|(k, v)| 12 + k.len() + v.len())
-                .sum::<usize>();
-        if addressing > MAX_ENVELOPE_META_BYTES {
-            return Err(CallError::Codec(format!(
-                "the kind, identity, method and headers of a call take {addressing} bytes, \
-                 over the limit of {} bytes",
-                MAX_ENVELOPE_META_BYTES
-            )));
-        }
-        self.shared.metrics.future_started(id.kind_arc(), method);
         let call = Call {
             id,
             method,
@@ -222,18 +203,26 @@ impl Cluster {
             deadline,
         };
         let Some(tracing) = self.shared.config.tracing.as_ref() else {
+            check_addressing(id, method, &options.headers)?;
+            self.shared.metrics.future_started(id.kind_arc(), method);
             let run = self.attempts(&call, &options.headers, None).await;
-            return self.finished(&call, run, started);
+            return self.finished(&call, run, started, None);
         };
         let cx = tracing.client_span(id, method, &options.headers, &self.shared.me.id);
         let mut headers = options.headers.clone();
         tracing.inject(&cx, &mut headers);
+        // Checked with the trace context in: it travels in the same envelope.
+        if let Err(e) = check_addressing(id, method, &headers) {
+            let failed = Err(e);
+            trace::end_client(&cx, &failed, None, 0);
+            return failed;
+        }
+        self.shared.metrics.future_started(id.kind_arc(), method);
         let run = self
             .attempts(&call, &headers, Some(&cx))
             .with_context(cx.clone())
             .await;
-        trace::end_client(&cx, &run.result, run.owner.as_ref(), run.attempts);
-        self.finished(&call, run, started)
+        self.finished(&call, run, started, Some(&cx))
     }
 
     /// The trace-context headers of a call made while handling one that arrived with
@@ -250,9 +239,15 @@ impl Cluster {
         }
     }
 
-    /// Records the end of a call (metrics) and answers its result; a timeout says how
-    /// long the whole call took.
-    fn finished(&self, call: &Call<'_>, run: Run, started: Instant) -> Result<Bytes, CallError> {
+    /// Records the end of a call (metrics, and its CLIENT span `span`) and answers its
+    /// result; a timeout says how long the whole call took.
+    fn finished(
+        &self,
+        call: &Call<'_>,
+        run: Run,
+        started: Instant,
+        span: Option<&opentelemetry::Context>,
+    ) -> Result<Bytes, CallError> {
         let took = started.elapsed();
         let (outcome, result) = match run.result {
             Ok(answer) => ("ok", Ok(answer)),
@@ -271,6 +266,9 @@ impl Cluster {
         let code = result.as_ref().err().map_or(Code::Ok, CallError::code);
         let owner = run.owner.as_ref().map(|m| m.address.as_str());
         metrics.client_call(call.method, code, owner, took);
+        if let Some(cx) = span {
+            trace::end_client(cx, &result, run.owner.as_ref(), run.attempts);
+        }
         result
     }
 
@@ -406,6 +404,32 @@ impl Cluster {
         let result = link.call(request, target, deadline).await;
         (result, source, Some(owner))
     }
+}
+
+/// Refuses a call whose kind, identity, method and headers would not fit in an
+/// envelope's metadata limit, as encoded: each string and each header entry also costs
+/// its tags and lengths (at most 12 bytes for an entry of this size; 16 for the three
+/// strings).
+fn check_addressing(
+    id: &ClusterIdentity,
+    method: &str,
+    headers: &HashMap<String, String>,
+) -> Result<(), CallError> {
+    let addressing = 16
+        + id.kind().len()
+        + id.identity().len()
+        + method.len()
+        + headers
+            .iter()
+            .map(|(k, v)| 12 + k.len() + v.len())
+            .sum::<usize>();
+    if addressing > MAX_ENVELOPE_META_BYTES {
+        return Err(CallError::Codec(format!(
+            "the kind, identity, method and headers of a call take {addressing} bytes, \
+             over the limit of {MAX_ENVELOPE_META_BYTES} bytes"
+        )));
+    }
+    Ok(())
 }
 
 /// One call, as its attempts see it.

@@ -28,7 +28,8 @@
 //! The runtime knows no Consul (providers plug in through
 //! [`membership::MembershipProvider`]) and no OpenTelemetry SDK: it records the
 //! instruments of [`metrics::CATALOG`] through the `opentelemetry` API, on the meter
-//! given in [`NodeConfig::meter`].
+//! given in [`NodeConfig::meter`], and the spans of grain calls ([`trace`]) on the
+//! tracer and propagator given in [`NodeConfig::tracing`].
 
 // A call travels: cluster (the caller's handle) → placement over the topology
 // (suspicion routes around members that refuse connections) → remote (the link to

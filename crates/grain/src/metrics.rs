@@ -194,6 +194,9 @@ pub(crate) struct Metrics {
     rpc_server: Histogram<f64>,
     /// `server.address` and `server.port` of this member, for the calls it serves.
     served_at: Vec<KeyValue>,
+    /// Whether a meter was handed in: without one, the RPC durations build no
+    /// attributes.
+    recording: bool,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -209,6 +212,7 @@ fn kv(key: &'static str, value: impl Into<opentelemetry::Value>) -> KeyValue {
 impl Metrics {
     /// Instruments on `meter` (or no-ops), labelled with `member`.
     pub(crate) fn new(meter: Option<&Meter>, member: &Member) -> Self {
+        let recording = meter.is_some();
         let noop;
         let meter = match meter {
             Some(m) => m,
@@ -291,6 +295,7 @@ impl Metrics {
             rpc_client: seconds(RPC_CLIENT_DURATION),
             rpc_server: seconds(RPC_SERVER_DURATION),
             served_at: crate::trace::address_attributes(&member.address),
+            recording,
         }
     }
 
@@ -327,6 +332,9 @@ impl Metrics {
 
     /// A call this member served was answered with `code`.
     pub(crate) fn server_call(&self, method: &str, code: Code, took: Duration) {
+        if !self.recording {
+            return;
+        }
         let a = self.rpc_attrs(method, code, &self.served_at);
         self.rpc_server.record(took.as_secs_f64(), &a);
     }

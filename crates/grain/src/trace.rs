@@ -185,7 +185,7 @@ impl Tracing {
 pub(crate) fn context_headers(incoming: &HashMap<String, String>) -> HashMap<String, String> {
     incoming
         .iter()
-        .filter(|(k, _)| CONTEXT_HEADERS.contains(&k.to_ascii_lowercase().as_str()))
+        .filter(|(k, _)| CONTEXT_HEADERS.iter().any(|c| c.eq_ignore_ascii_case(k)))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -250,11 +250,21 @@ pub(crate) fn end_client<T>(
     span.end();
 }
 
-/// Ends the SERVER (or activation) span `cx` with the call's outcome.
+/// Ends the SERVER span `cx` with the call's outcome.
 pub(crate) fn end_server<T>(cx: &Context, result: &Result<T, CallError>) {
     let span = cx.span();
     if span.is_recording() {
         set_outcome(&span, result, SpanKind::Server);
+    }
+    span.end();
+}
+
+/// Ends the INTERNAL span `cx` (an activation) with its outcome: any failure is an
+/// error.
+pub(crate) fn end_internal<T>(cx: &Context, result: &Result<T, CallError>) {
+    let span = cx.span();
+    if span.is_recording() {
+        set_outcome(&span, result, SpanKind::Internal);
     }
     span.end();
 }

@@ -214,6 +214,31 @@ async fn the_runtime_records_its_catalog_on_the_meter_it_is_handed() {
         recorder.count(names::ACTOR_RECEIVE, &[("kind", COUNTER), ("method", ADD)]),
         30
     );
+    // The RPC durations of OpenTelemetry's conventions: 30 ADD calls made by the caller
+    // and 30 served (by whichever member owns each identity), plus the panic.
+    let rpc = [("rpc.system.name", "grpc"), ("rpc.method", ADD)];
+    let ok = [rpc[0], rpc[1], ("rpc.response.status_code", "OK")];
+    assert_eq!(recorder.count("rpc.client.call.duration", &ok), 30);
+    assert_eq!(recorder.count("rpc.server.call.duration", &ok), 30);
+    let failed = [
+        ("rpc.method", PANIC),
+        ("rpc.response.status_code", "INTERNAL"),
+        ("error.type", "INTERNAL"),
+    ];
+    assert_eq!(recorder.count("rpc.client.call.duration", &failed), 1);
+    assert_eq!(recorder.count("rpc.server.call.duration", &failed), 1);
+    for (name, _, attrs) in recorder.all() {
+        if name.starts_with("rpc.") {
+            let port = attrs.get("server.port").and_then(|p| p.parse::<u16>().ok());
+            assert!(
+                port.is_some_and(|p| p > 0),
+                "{name} without a server.port: {attrs:?}"
+            );
+            if attrs.get("rpc.response.status_code").map(String::as_str) == Some("OK") {
+                assert!(!attrs.contains_key("error.type"), "{name}: {attrs:?}");
+            }
+        }
+    }
     // Remote calls were serialized and answered; nothing is left in flight.
     assert!(recorder.sum(names::REMOTE_SERIALIZE, &[("message", "request")]) > 0.0);
     assert_eq!(

@@ -18,6 +18,38 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler, SdkTracerProvider, SpanData};
 
 const TTL: Duration = Duration::from_secs(2);
+const HOOKED: &str = "Hooked";
+
+/// A grain whose `activated` hook calls the counter identity named by its own
+/// identity: calls made outside any turn must still continue the caller's trace.
+struct HookedGrain {
+    inner: ClusterIdentity,
+}
+
+#[async_trait::async_trait]
+impl grain::Grain for HookedGrain {
+    async fn activated(&mut self, ctx: &grain::GrainContext) -> Result<(), grain::GrainError> {
+        let answer = ctx.cluster().call(&self.inner, ADD, Bytes::new()).await;
+        answer
+            .map(|_| ())
+            .map_err(|e| grain::GrainError::internal(e.to_string()))
+    }
+
+    async fn handle(
+        &mut self,
+        _ctx: &grain::GrainContext,
+        _method: &str,
+        _payload: Bytes,
+    ) -> Result<Bytes, grain::GrainError> {
+        Ok(Bytes::new())
+    }
+}
+
+fn hooked_kind() -> Kind {
+    Kind::new(HOOKED, |id: &ClusterIdentity| HookedGrain {
+        inner: ClusterIdentity::new(COUNTER, id.identity().to_string()),
+    })
+}
 
 /// One member's tracer provider and what it exported.
 struct Traced {
@@ -69,7 +101,8 @@ async fn two_members(name: &str, samplers: [Sampler; 2]) -> (Vec<Node>, Vec<Trac
     let traced: Vec<Traced> = samplers.into_iter().map(Traced::new).collect();
     let mut nodes = Vec::new();
     for (i, t) in traced.iter().enumerate() {
-        nodes.push(start(name, &format!("m{i}"), vec![counter_kind()], t, &provider).await);
+        let kinds = vec![counter_kind(), hooked_kind()];
+        nodes.push(start(name, &format!("m{i}"), kinds, t, &provider).await);
     }
     for node in &nodes {
         let all = node
@@ -83,8 +116,13 @@ async fn two_members(name: &str, samplers: [Sampler; 2]) -> (Vec<Node>, Vec<Trac
 
 /// An identity of the counter that `owner` owns.
 fn owned_by(node: &Node, owner: &Node, prefix: &str) -> ClusterIdentity {
+    owned_of(COUNTER, node, owner, prefix)
+}
+
+/// An identity of `kind` that `owner` owns, as `node` sees it.
+fn owned_of(kind: &str, node: &Node, owner: &Node, prefix: &str) -> ClusterIdentity {
     (0..1000)
-        .map(|i| ClusterIdentity::new(COUNTER, format!("{prefix}{i}")))
+        .map(|i| ClusterIdentity::new(kind, format!("{prefix}{i}")))
         .find(|id| node.cluster().owner_of(id).map(|m| m.id) == Some(owner.member().id.clone()))
         .unwrap_or_else(|| panic!("no identity owned by {}", owner.member().id))
 }
@@ -351,6 +389,10 @@ async fn an_unsampled_call_is_recorded_nowhere() {
         )
         .await;
     answer.unwrap_or_else(|e| panic!("call failed: {e}"));
+    // A call made by an `activated` hook (outside any turn) follows the same flag.
+    let hooked = owned_of(HOOKED, &nodes[0], &nodes[1], "quiet-hook");
+    let activated = nodes[0].cluster().call(&hooked, "any", Bytes::new()).await;
+    activated.unwrap_or_else(|e| panic!("call to the hooked grain failed: {e}"));
     assert!(traced[0].spans().is_empty(), "the caller recorded spans");
     assert!(
         traced[1].spans().is_empty(),

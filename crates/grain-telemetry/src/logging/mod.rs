@@ -9,9 +9,10 @@ use std::str::FromStr;
 
 use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::{Telemetry, TelemetryError};
 
@@ -72,6 +73,19 @@ impl Telemetry {
     }
 }
 
+/// Whether `target` is a crate the export itself runs on (their events stay on
+/// stderr and are not exported).
+fn is_export_machinery(target: &str) -> bool {
+    ["hyper", "reqwest", "h2", "opentelemetry", "tower", "rustls"]
+        .iter()
+        .any(|c| {
+            target == *c
+                || target
+                    .strip_prefix(c)
+                    .is_some_and(|rest| rest.starts_with("::") || rest.starts_with('_'))
+        })
+}
+
 /// The filter, the stderr layer in `format`, and the bridge to `logs` if any.
 fn install(
     filter: &str,
@@ -84,11 +98,17 @@ fn install(
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .event_format(LineFormat::from(format));
+    // The export's own HTTP stack and the SDK log while exporting: exported too, each
+    // export would make records of its own, without end at debug level.
+    let exported = logs.map(|p| {
+        OpenTelemetryTracingBridge::new(p)
+            .with_filter(filter_fn(|m| !is_export_machinery(m.target())))
+    });
     // Already installed (a second call, or a test harness): keep the one there.
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(lines)
-        .with(logs.map(OpenTelemetryTracingBridge::new))
+        .with(exported)
         .try_init();
     Ok(())
 }

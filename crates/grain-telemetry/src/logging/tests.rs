@@ -194,3 +194,27 @@ fn init_logging_twice_is_fine_and_a_bad_filter_names_the_flag() {
         }
     }
 }
+
+#[test]
+fn the_export_machinery_is_not_exported_but_everything_else_is() {
+    for target in [
+        "hyper",
+        "hyper_util::client",
+        "reqwest::connect",
+        "h2::codec",
+        "opentelemetry_sdk",
+        "opentelemetry-otlp",
+        "rustls::client",
+    ] {
+        let exported = !super::is_export_machinery(target);
+        assert_eq!(exported, target == "opentelemetry-otlp", "{target}");
+    }
+    for target in [
+        "fizzbuzz::grains",
+        "grain::cluster",
+        "hyperion",
+        "tonic::transport",
+    ] {
+        assert!(!super::is_export_machinery(target), "{target}");
+    }
+}

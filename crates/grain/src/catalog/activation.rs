@@ -152,7 +152,7 @@ impl Actor for Activation {
                 };
                 let ended = |outcome: &Result<(), CallError>| {
                     if let Some(cx) = &activation {
-                        crate::trace::end_server(cx, outcome);
+                        crate::trace::end_internal(cx, outcome);
                     }
                 };
                 if state.grain.is_none() {
@@ -182,7 +182,9 @@ impl Actor for Activation {
                 if !state.activated {
                     let activating = Instant::now();
                     let hook = AssertUnwindSafe(grain.activated(&state.ctx)).catch_unwind();
-                    let hook = match activation.clone() {
+                    // Inside the activation span, or the call's (unsampled) context: calls
+                    // the hook makes continue the trace, sampled or not.
+                    let hook = match activation.clone().or_else(|| inv.trace.clone()) {
                         Some(cx) => Either::Left(hook.with_context(cx)),
                         None => Either::Right(hook),
                     };
