@@ -109,9 +109,10 @@ where
     }
     telemetry.log_summary();
     setup.meter = telemetry.meter("grain");
-    setup.tracing = telemetry
-        .tracer("grain")
-        .map(|tracer| grain::Tracing::new(tracer, telemetry.propagator()));
+    setup.tracing = telemetry.tracer("grain").map(|tracer| {
+        grain::Tracing::new(tracer, telemetry.propagator())
+            .parent_based(telemetry.sampler_follows_parent())
+    });
     let code = run(common.workers, common.log_format, work(setup));
     telemetry.shutdown();
     code

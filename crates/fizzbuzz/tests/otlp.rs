@@ -106,6 +106,8 @@ async fn a_new_relic_run_arrives_as_new_relic_wants_it() {
             ("NEW_RELIC_LICENSE_KEY", KEY),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &base),
             ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+            // Each node logs a line at info when it starts: log records to export.
+            ("FIZZBUZZ_LOG", "info"),
         ],
     )
     .await;
@@ -125,6 +127,12 @@ async fn a_new_relic_run_arrives_as_new_relic_wants_it() {
         "only {} metrics exports arrived",
         metrics_requests(&captured)
     );
+    for signal in ["/v1/traces", "/v1/logs"] {
+        assert!(
+            captured.iter().any(|c| c.path == signal),
+            "no export to {signal}: the preset covers every signal"
+        );
+    }
     // What New Relic asks of every export, whatever its signal.
     for c in &captured {
         assert!(SIGNALS.contains(&c.path.as_str()), "export to {}", c.path);

@@ -102,6 +102,7 @@ pub struct Telemetry {
     logger_provider: Option<SdkLoggerProvider>,
     propagator: Arc<dyn TextMapPropagator + Send + Sync>,
     summary: summary::Summary,
+    follows_parent: bool,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -196,6 +197,13 @@ impl Telemetry {
             logger_provider,
             propagator: propagation::build(&config.propagators),
             summary: summary::Summary::new(config, service_name),
+            follows_parent: matches!(
+                config.sampler,
+                SamplerConfig::AlwaysOff
+                    | SamplerConfig::ParentBasedAlwaysOn
+                    | SamplerConfig::ParentBasedAlwaysOff
+                    | SamplerConfig::ParentBasedTraceIdRatio(_)
+            ),
         })
     }
 
@@ -216,6 +224,12 @@ impl Telemetry {
     /// exported, so context is passed on either way.
     pub fn propagator(&self) -> Arc<dyn TextMapPropagator + Send + Sync> {
         self.propagator.clone()
+    }
+
+    /// Whether the sampler never samples a span whose parent is not sampled (the
+    /// parent-based samplers and `always_off`): see `grain::Tracing::parent_based`.
+    pub fn sampler_follows_parent(&self) -> bool {
+        self.follows_parent
     }
 
     /// Whether traces are exported.

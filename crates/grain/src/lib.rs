@@ -42,6 +42,7 @@ pub mod grain;
 mod inbound;
 pub mod placement;
 mod remote;
+mod retry;
 mod suspicion;
 mod topology;
 

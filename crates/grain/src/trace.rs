@@ -33,6 +33,8 @@ use crate::identity::{ClusterIdentity, Member, MemberId};
 pub struct Tracing {
     tracer: Arc<BoxedTracer>,
     propagator: Arc<dyn TextMapPropagator + Send + Sync>,
+    /// The sampler never samples a span whose parent is not sampled.
+    follows_parent: bool,
 }
 
 impl fmt::Debug for Tracing {
@@ -69,7 +71,18 @@ impl Tracing {
         Self {
             tracer: Arc::new(tracer),
             propagator,
+            follows_parent: false,
         }
+    }
+
+    /// Says that the tracer's sampler never samples a span whose parent is not sampled
+    /// (OpenTelemetry's parent-based samplers do not, nor does `always_off`). Then a
+    /// call under an unsampled parent makes no span object at all: it passes its
+    /// parent's context on, with the sampled flag off — the same trace, as cheaply as
+    /// it can be carried.
+    pub fn parent_based(mut self, follows_parent: bool) -> Self {
+        self.follows_parent = follows_parent;
+        self
     }
 
     /// The tracer spans are recorded on (for an application's own spans around calls:
@@ -89,13 +102,24 @@ impl Tracing {
 
     /// Replaces whatever trace context `headers` carry with `cx`.
     pub(crate) fn inject(&self, cx: &Context, headers: &mut HashMap<String, String>) {
-        for field in self.propagator.fields() {
-            headers.remove(field);
+        if !headers.is_empty() {
+            for field in self.propagator.fields() {
+                headers.remove(field);
+            }
         }
         self.propagator.inject_context(cx, headers);
+        drop_empty_tracestate(headers);
     }
 
     fn start(&self, name: &str, kind: SpanKind, parent: &Context) -> Context {
+        if self.follows_parent {
+            let sc = parent.span().span_context().clone();
+            if sc.is_valid() && !sc.is_sampled() {
+                // Nothing of it would be recorded: carry the parent's context on (its
+                // span does not record either, so ending it later changes nothing).
+                return parent.clone();
+            }
+        }
         let builder = self
             .tracer
             .span_builder(Cow::Owned(name.to_string()))
@@ -176,7 +200,16 @@ impl Tracing {
     pub(crate) fn nested_headers(&self, cx: &Context) -> HashMap<String, String> {
         let mut headers = HashMap::new();
         self.propagator.inject_context(cx, &mut headers);
+        drop_empty_tracestate(&mut headers);
         headers
+    }
+}
+
+/// W3C's propagator writes `tracestate` even when it is empty; an empty one means
+/// nothing, and would cost every envelope an entry.
+fn drop_empty_tracestate(headers: &mut HashMap<String, String>) {
+    if headers.get("tracestate").is_some_and(String::is_empty) {
+        headers.remove("tracestate");
     }
 }
 

@@ -55,21 +55,30 @@ fn hooked_kind() -> Kind {
 struct Traced {
     provider: SdkTracerProvider,
     exporter: InMemorySpanExporter,
+    /// The sampler never samples under an unsampled parent: the runtime is told so
+    /// (and then makes no span object there).
+    follows_parent: bool,
 }
 
 impl Traced {
     fn new(sampler: Sampler) -> Self {
+        let follows_parent = matches!(sampler, Sampler::ParentBased(_) | Sampler::AlwaysOff);
         let exporter = InMemorySpanExporter::default();
         let provider = SdkTracerProvider::builder()
             .with_simple_exporter(exporter.clone())
             .with_sampler(sampler)
             .build();
-        Traced { provider, exporter }
+        Traced {
+            provider,
+            exporter,
+            follows_parent,
+        }
     }
 
     fn tracing(&self) -> Tracing {
         let tracer = BoxedTracer::new(Box::new(self.provider.tracer("grain-test")));
         Tracing::new(tracer, Arc::new(TraceContextPropagator::new()))
+            .parent_based(self.follows_parent)
     }
 
     fn spans(&self) -> Vec<SpanData> {

@@ -81,7 +81,9 @@ pub const BSP_SCHEDULE_DELAY: &str = "OTEL_BSP_SCHEDULE_DELAY";
 pub const BSP_MAX_QUEUE_SIZE: &str = "OTEL_BSP_MAX_QUEUE_SIZE";
 /// Most spans in one export (default 512, at most the queue size).
 pub const BSP_MAX_EXPORT_BATCH_SIZE: &str = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE";
-/// The limit of one span export, in milliseconds (default 30000).
+/// The specification's limit of one span export, in milliseconds (default 30000):
+/// checked, but the SDK's thread-based processor does not apply it; each export is
+/// bounded by `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` instead.
 pub const BSP_EXPORT_TIMEOUT: &str = "OTEL_BSP_EXPORT_TIMEOUT";
 /// Delay between two log exports, in milliseconds (default 1000).
 pub const BLRP_SCHEDULE_DELAY: &str = "OTEL_BLRP_SCHEDULE_DELAY";
@@ -89,7 +91,9 @@ pub const BLRP_SCHEDULE_DELAY: &str = "OTEL_BLRP_SCHEDULE_DELAY";
 pub const BLRP_MAX_QUEUE_SIZE: &str = "OTEL_BLRP_MAX_QUEUE_SIZE";
 /// Most log records in one export (default 512, at most the queue size).
 pub const BLRP_MAX_EXPORT_BATCH_SIZE: &str = "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE";
-/// The limit of one log export, in milliseconds (default 30000).
+/// The specification's limit of one log export, in milliseconds (default 30000):
+/// checked, but not applied by the SDK's processor; each export is bounded by
+/// `OTEL_EXPORTER_OTLP_LOGS_TIMEOUT` instead.
 pub const BLRP_EXPORT_TIMEOUT: &str = "OTEL_BLRP_EXPORT_TIMEOUT";
 /// A New Relic ingest license key: turns on the New Relic preset.
 pub const NEW_RELIC_LICENSE_KEY: &str = "NEW_RELIC_LICENSE_KEY";

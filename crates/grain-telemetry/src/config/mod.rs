@@ -74,8 +74,9 @@ impl NewRelicRegion {
 }
 
 /// The export settings of one signal (traces or logs; the metrics ones are the
-/// top-level fields of [`TelemetryConfig`]). `Debug` never shows header values.
-#[derive(Clone, Debug, PartialEq)]
+/// top-level fields of [`TelemetryConfig`]). `Debug` never shows header values, and
+/// shows the endpoint redacted.
+#[derive(Clone, PartialEq)]
 pub struct SignalConfig {
     /// The full URL, used as is; `None` means this signal is not exported.
     pub endpoint: Option<String>,
@@ -85,6 +86,39 @@ pub struct SignalConfig {
     pub compression: Compression,
     /// The limit of one export, retries included.
     pub timeout: Duration,
+}
+
+impl fmt::Debug for SignalConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignalConfig")
+            .field("endpoint", &self.endpoint.as_deref().map(redact_url))
+            .field("headers", &self.headers)
+            .field("compression", &self.compression)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl fmt::Debug for TelemetryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelemetryConfig")
+            .field("endpoint", &self.endpoint.as_deref().map(redact_url))
+            .field("headers", &self.headers)
+            .field("compression", &self.compression)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("temporality", &self.temporality)
+            .field("service_name", &self.service_name)
+            .field("resource_attributes", &self.resource_attributes)
+            .field("new_relic", &self.new_relic)
+            .field("traces", &self.traces)
+            .field("logs", &self.logs)
+            .field("sampler", &self.sampler)
+            .field("propagators", &self.propagators)
+            .field("span_batch", &self.span_batch)
+            .field("log_batch", &self.log_batch)
+            .finish()
+    }
 }
 
 impl SignalConfig {
@@ -206,8 +240,9 @@ impl fmt::Debug for Overrides {
 }
 
 /// Everything the exporters need. The first fields are the metrics signal's; traces
-/// and logs have theirs in [`SignalConfig`]s. `Debug` never shows header values.
-#[derive(Clone, Debug, PartialEq)]
+/// and logs have theirs in [`SignalConfig`]s. `Debug` never shows header values, and
+/// shows endpoints redacted.
+#[derive(Clone, PartialEq)]
 pub struct TelemetryConfig {
     /// The full metrics URL; `None` means no metrics export.
     pub endpoint: Option<String>,

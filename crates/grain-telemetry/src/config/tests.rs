@@ -356,3 +356,20 @@ fn no_signal_shows_a_header_value_in_debug() {
     assert!(!shown.contains("another-secret"), "{shown}");
     assert!(shown.contains("x-token"), "{shown}");
 }
+
+#[test]
+fn debug_shows_endpoints_without_their_credentials() {
+    let c = config(
+        &[(
+            env::OTLP_ENDPOINT,
+            "https://user:very-secret-pass@collector:4318",
+        )],
+        &Overrides::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("very-secret-pass"), "{shown}");
+    assert!(shown.contains("collector:4318/v1/traces"), "{shown}");
+    let traces = format!("{:?}", c.traces);
+    assert!(!traces.contains("very-secret-pass"), "{traces}");
+}
