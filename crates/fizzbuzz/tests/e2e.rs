@@ -33,17 +33,7 @@ async fn start_agent() -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start the agent: {e}"));
-    let stdout = agent.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let mut lines = BufReader::new(stdout).lines();
-    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-        .await
-        .unwrap_or_else(|_| panic!("the agent said nothing within 10 s"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_default();
-    let addr = first
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_string();
+    let addr = common::agent_address(&mut agent).await;
     (agent, addr)
 }
 

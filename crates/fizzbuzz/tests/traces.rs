@@ -15,7 +15,6 @@ use receiver::tree::{
     NumberTrace, SERVER, check_call_attributes, check_numbers, whole_number_traces,
 };
 use receiver::{Captured, LogRec, Receiver, SpanRec, log_records, spans};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const FIZZBUZZ: &str = env!("CARGO_BIN_EXE_fizzbuzz");
@@ -150,19 +149,7 @@ async fn start_agent(receiver: &Receiver) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start the agent: {e}"));
-    let stdout = agent.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let first = tokio::time::timeout(
-        Duration::from_secs(10),
-        BufReader::new(stdout).lines().next_line(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("the agent said nothing within 10 s"))
-    .unwrap_or_else(|e| panic!("{e}"))
-    .unwrap_or_default();
-    let addr = first
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_string();
+    let addr = common::agent_address(&mut agent).await;
     (agent, addr)
 }
 

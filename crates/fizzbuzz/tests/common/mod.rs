@@ -43,3 +43,20 @@ pub fn clean_env(command: &mut tokio::process::Command) {
         }
     }
 }
+
+/// The address the dev agent `agent` (started with its stdout piped) says it listens
+/// on: its first line, `listening on <address>`, read within 10 s.
+pub async fn agent_address(agent: &mut tokio::process::Child) -> String {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let stdout = agent.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut lines = BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("the agent said nothing within 10 s"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_default();
+    first
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string()
+}
