@@ -28,6 +28,8 @@ pub const ENV_OTLP_ENDPOINT: &str = "FIZZBUZZ_OTLP_ENDPOINT";
 pub const ENV_OTLP_HEADERS: &str = "FIZZBUZZ_OTLP_HEADERS";
 /// `FIZZBUZZ_METRICS_INTERVAL`: how often metrics are exported (`--metrics-interval`).
 pub const ENV_METRICS_INTERVAL: &str = "FIZZBUZZ_METRICS_INTERVAL";
+/// `FIZZBUZZ_HEALTH_BIND`: where the gRPC health service listens (`--health-bind`).
+pub const ENV_HEALTH_BIND: &str = "FIZZBUZZ_HEALTH_BIND";
 /// `FIZZBUZZ_PROBE`: `true` to also host the diagnostic `ProbeService` grain
 /// (`--probe`, fizz and buzz nodes).
 pub const ENV_PROBE: &str = "FIZZBUZZ_PROBE";
@@ -111,6 +113,11 @@ pub struct CommonArgs {
     /// The host:port other members use to reach this node (containers, NAT).
     #[arg(long, env = ENV_ADVERTISE)]
     pub advertise: Option<String>,
+    /// Serve the standard gRPC health service (grpc.health.v1) here, plaintext, on a
+    /// port of its own: readiness is the service "", liveness the service "liveness".
+    /// Off by default.
+    #[arg(long, env = ENV_HEALTH_BIND)]
+    pub health_bind: Option<SocketAddr>,
     /// Log filter: error, warn, info, debug, trace, or directives like `grain=debug`.
     #[arg(long, env = ENV_LOG, default_value = "info")]
     pub log_level: String,

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod grains;
+pub mod health;
 pub mod launcher;
 pub mod nodes;
 pub mod process;

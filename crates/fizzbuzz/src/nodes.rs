@@ -48,9 +48,16 @@ pub async fn start_host(role: Role, args: &HostArgs, setup: &NodeSetup) -> Resul
     let config = args.common.node_config(role, setup)?;
     let membership = args.common.membership(role)?;
     let consul = membership.address().to_string();
+    let health = match args.common.health_bind {
+        Some(bind) => Some(crate::health::bind(bind).await?),
+        None => None,
+    };
     let node = Node::start(config, kinds, Arc::new(membership))
         .await
         .map_err(start_error)?;
+    if let Some(listener) = health {
+        crate::health::serve(listener, node.readiness()).await;
+    }
     tracing::info!(
         member = %node.member().id,
         address = %node.member().address,

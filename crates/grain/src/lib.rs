@@ -41,6 +41,7 @@ pub mod context;
 pub mod grain;
 mod inbound;
 pub mod placement;
+mod readiness;
 mod remote;
 mod retry;
 mod suspicion;

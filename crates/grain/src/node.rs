@@ -21,6 +21,7 @@ use crate::inbound::Inbound;
 use crate::membership::MembershipProvider;
 use crate::membership::driver::Driver;
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 use crate::remote::{Leave, LinkConfig, Links, RemoteService, Server, ServerLimits};
 use crate::suspicion::Suspicion;
 use crate::topology::TopologyView;
@@ -37,6 +38,7 @@ pub struct Node {
     tasks: Vec<JoinHandle<()>>,
     server: Server,
     leave: Arc<Leave>,
+    readiness: Arc<Readiness>,
 }
 
 impl std::fmt::Debug for Node {
@@ -143,6 +145,7 @@ impl Node {
         let server = Server::start(listener, service, config.max_message_bytes);
 
         let (stop, _) = watch::channel(false);
+        let readiness = Arc::new(Readiness::default());
         let mut tasks = Driver {
             me: me.clone(),
             provider: provider.clone(),
@@ -151,6 +154,7 @@ impl Node {
             links,
             catalog,
             seen_listed: Default::default(),
+            readiness: readiness.clone(),
             last_index: Default::default(),
             recheck: Default::default(),
             wait: config.membership_wait,
@@ -168,6 +172,7 @@ impl Node {
             tasks,
             server,
             leave,
+            readiness,
         })
     }
 
@@ -190,6 +195,13 @@ impl Node {
     /// list it as passing, so it hosts nothing until it is listed again.
     pub fn is_fenced(&self) -> bool {
         self.cluster.shared.topology.is_fenced()
+    }
+
+    /// Whether this member is ready to take calls: listed as passing by its membership
+    /// provider, not fenced, and not leaving (a health check's readiness). The receiver
+    /// sees every change; a membership provider that does not answer changes nothing.
+    pub fn readiness(&self) -> watch::Receiver<bool> {
+        self.readiness.subscribe()
     }
 
     /// How many grains are active on this member.
@@ -216,6 +228,7 @@ impl Node {
     pub async fn shutdown(mut self) {
         let shared = self.cluster.shared.clone();
         let until = Instant::now() + shared.config.shutdown_grace;
+        self.readiness.drain();
         let _ = self.stop.send(true);
         for t in self.tasks.drain(..) {
             let _ = t.await;

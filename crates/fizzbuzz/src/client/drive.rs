@@ -146,9 +146,16 @@ pub async fn run_client(
     let config = command.common.node_config(Role::Client, setup)?;
     let membership = command.common.membership(Role::Client)?;
     let consul = membership.address().to_string();
+    let health = match command.common.health_bind {
+        Some(bind) => Some(crate::health::bind(bind).await?),
+        None => None,
+    };
     let node = Node::start(config, vec![], Arc::new(membership))
         .await
         .map_err(start_error)?;
+    if let Some(listener) = health {
+        crate::health::serve(listener, node.readiness()).await;
+    }
     let cluster = node.cluster();
     tokio::pin!(stop);
     let kinds = [FizzServiceKind::NAME, BuzzServiceKind::NAME];

@@ -23,6 +23,7 @@ use crate::catalog::Catalog;
 use crate::error::panic_message;
 use crate::identity::Member;
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 use crate::remote::Links;
 use crate::topology::TopologyView;
 
@@ -45,6 +46,8 @@ pub(crate) struct Driver {
     pub(crate) seen_listed: AtomicBool,
     /// The last index the watch loop saw (0: none yet).
     pub(crate) last_index: AtomicU64,
+    /// Moved when this member is listed or fenced.
+    pub(crate) readiness: Arc<Readiness>,
     /// Wakes the watch loop to query at once (after the keep-alive loop fenced).
     pub(crate) recheck: tokio::sync::Notify,
     /// How long a blocking query waits.
@@ -108,7 +111,11 @@ impl Driver {
     /// check is not passing (it was frozen, cut off, or its keep-alives were refused),
     /// so others own its identities now. Host nothing until listed again.
     fn fence_if_dropped(&self) {
-        if self.seen_listed.load(Ordering::SeqCst) && self.topology.set_fenced(true) {
+        if !self.seen_listed.load(Ordering::SeqCst) {
+            return;
+        }
+        self.readiness.set_listed(false);
+        if self.topology.set_fenced(true) {
             tracing::warn!(member = %self.me.id,
                 "the membership provider no longer lists this member as passing: \
                  it hosts nothing (its activations are passivated) until listed again");
@@ -118,6 +125,7 @@ impl Driver {
     }
 
     fn unfence(&self) {
+        self.readiness.set_listed(true);
         if self.topology.set_fenced(false) {
             tracing::info!(member = %self.me.id, "listed as passing again: hosting again");
         }

@@ -1,0 +1,176 @@
+//! The standard gRPC health service of a running node (`--health-bind`), asked with a
+//! standard `grpc.health.v1` client: readiness follows the node's place in the
+//! cluster, liveness only the process — a Consul outage leaves both serving, a drain
+//! makes readiness `NOT_SERVING` before the node exits.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+const FIZZBUZZ: &str = env!("CARGO_BIN_EXE_fizzbuzz");
+const FIZZ: &str = env!("CARGO_BIN_EXE_fizz");
+
+fn command(program: &str) -> Command {
+    let mut c = Command::new(program);
+    c.kill_on_drop(true).stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OTEL_") || k.starts_with("NEW_RELIC_") || k.starts_with("FIZZBUZZ_") {
+            c.env_remove(k);
+        }
+    }
+    c.env_remove("CONSUL_HTTP_ADDR")
+        .env_remove("CONSUL_HTTP_TOKEN");
+    c
+}
+
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+type Client = HealthClient<tonic::transport::Channel>;
+
+async fn connect(addr: std::net::SocketAddr) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        match endpoint.connect().await {
+            Ok(channel) => return HealthClient::new(channel),
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the health service at {addr} never answered: {e}"),
+        }
+    }
+}
+
+async fn status(client: &mut Client, service: &str) -> Result<ServingStatus, tonic::Code> {
+    let request = HealthCheckRequest {
+        service: service.into(),
+    };
+    match client.check(request).await {
+        Ok(r) => Ok(r.into_inner().status()),
+        Err(s) => Err(s.code()),
+    }
+}
+
+/// Waits (bounded) until `service` reports `want`.
+async fn wait_for(client: &mut Client, service: &str, want: ServingStatus) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = status(client, service).await;
+    while last != Ok(want) {
+        assert!(
+            Instant::now() < deadline,
+            "{service:?} stayed {last:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        last = status(client, service).await;
+    }
+}
+
+/// Reads `node`'s stderr until a line contains `text` (bounded); the lines go on
+/// being drained in the background so the node never blocks on a full pipe.
+async fn wait_for_log(node: &mut Child, text: &str) {
+    let stderr = node.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+    let mut lines = BufReader::new(stderr).lines();
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains(text) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "the node never logged {text:?}");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_cluster_and_liveness_only_the_process() {
+    let mut agent = command(FIZZBUZZ)
+        .args(["agent", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the agent: {e}"));
+    let consul = common::agent_address(&mut agent).await;
+    let health = free_port();
+    let mut fizz = command(FIZZ)
+        .args([
+            "--consul-addr",
+            &consul,
+            "--health-bind",
+            &health.to_string(),
+        ])
+        .env("FIZZBUZZ_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start fizz: {e}"));
+    let mut client = connect(health).await;
+
+    // Ready once Consul lists it as passing; alive all along.
+    assert_eq!(
+        status(&mut client, "liveness").await,
+        Ok(ServingStatus::Serving)
+    );
+    wait_for(&mut client, "", ServingStatus::Serving).await;
+    assert_eq!(
+        status(&mut client, "no.such.Service").await,
+        Err(tonic::Code::NotFound),
+        "an unknown service is NOT_FOUND, as the health protocol says"
+    );
+
+    // Consul goes away: the node keeps its last topology, so it stays ready, and it
+    // is certainly alive.
+    let _ = agent.kill().await;
+    wait_for_log(&mut fizz, "membership keep-alive failed").await;
+    assert_eq!(
+        status(&mut client, "liveness").await,
+        Ok(ServingStatus::Serving)
+    );
+    assert_eq!(status(&mut client, "").await, Ok(ServingStatus::Serving));
+
+    // Draining: readiness says NOT_SERVING before the process is gone.
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    let mut watch = client
+        .watch(request)
+        .await
+        .unwrap_or_else(|e| panic!("watch: {e}"))
+        .into_inner();
+    let first = watch
+        .message()
+        .await
+        .unwrap_or_else(|e| panic!("watch: {e}"));
+    assert_eq!(first.map(|m| m.status()), Some(ServingStatus::Serving));
+    if let Some(pid) = fizz.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .unwrap_or_else(|_| panic!("no readiness change within 10 s of SIGTERM"));
+    let next = next.unwrap_or_else(|e| panic!("the watch ended before saying NOT_SERVING: {e}"));
+    assert_eq!(next.map(|m| m.status()), Some(ServingStatus::NotServing));
+    let exited = tokio::time::timeout(Duration::from_secs(20), fizz.wait()).await;
+    assert!(
+        exited.is_ok_and(|s| s.is_ok_and(|s| s.success())),
+        "fizz did not exit cleanly after SIGTERM"
+    );
+}
