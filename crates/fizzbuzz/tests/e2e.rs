@@ -5,7 +5,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{assert_reference, assert_success, reference};
+use common::{assert_reference, assert_success, reference, terminate};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -25,18 +25,6 @@ fn command(program: &str) -> Command {
     c
 }
 
-/// Starts `fizzbuzz agent` on a free port; returns it and its `http://` address.
-async fn start_agent() -> (Child, String) {
-    let mut agent = command(FIZZBUZZ)
-        .args(["agent", "--bind", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start the agent: {e}"));
-    let addr = common::agent_address(&mut agent).await;
-    (agent, addr)
-}
-
 fn node(program: &str, consul: &str) -> Child {
     command(program)
         .env("CONSUL_HTTP_ADDR", consul)
@@ -52,27 +40,10 @@ fn client(consul: &str, args: &[&str]) -> Command {
     c
 }
 
-async fn terminate(mut child: Child, what: &str) {
-    if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not stop within 15 s of SIGTERM"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        status.success(),
-        "{what} exited with {status} after SIGTERM"
-    );
-}
-
 /// Starts `fizzbuzz agent`, `fizz` and `buzz`; returns the agent's address and the
 /// processes, for [`stop_all`].
 async fn start_agent_fizz_buzz() -> (String, Vec<(Child, &'static str)>) {
-    let (agent, consul) = start_agent().await;
+    let (agent, consul) = common::start_agent(command(FIZZBUZZ)).await;
     let fizz = node(FIZZ, &consul);
     let buzz = node(BUZZ, &consul);
     (
@@ -239,7 +210,7 @@ async fn a_normal_run_s_summary_shows_no_retries_and_a_stall_shorter_than_the_ru
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_started_before_fizz_and_buzz_waits_then_succeeds() {
-    let (agent, consul) = start_agent().await;
+    let (agent, consul) = common::start_agent(command(FIZZBUZZ)).await;
     let mut c = client(&consul, &["--count", "100", "--wait-timeout", "30s"]);
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let early = c.spawn().unwrap_or_else(|e| panic!("{e}"));
@@ -257,7 +228,7 @@ async fn a_client_started_before_fizz_and_buzz_waits_then_succeeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_with_no_buzz_anywhere_fails_after_its_wait_timeout_naming_the_kind() {
-    let (agent, consul) = start_agent().await;
+    let (agent, consul) = common::start_agent(command(FIZZBUZZ)).await;
     let fizz = node(FIZZ, &consul);
     let started = Instant::now();
     let out = output(

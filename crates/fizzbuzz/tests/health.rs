@@ -99,13 +99,7 @@ async fn wait_for_log(node: &mut Child, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_cluster_and_liveness_only_the_process() {
-    let mut agent = command(FIZZBUZZ)
-        .args(["agent", "--bind", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start the agent: {e}"));
-    let consul = common::agent_address(&mut agent).await;
+    let (mut agent, consul) = common::start_agent(command(FIZZBUZZ)).await;
     let health = free_port();
     let mut fizz = command(FIZZ)
         .args([
@@ -157,12 +151,7 @@ async fn readiness_follows_the_cluster_and_liveness_only_the_process() {
         .await
         .unwrap_or_else(|e| panic!("watch: {e}"));
     assert_eq!(first.map(|m| m.status()), Some(ServingStatus::Serving));
-    if let Some(pid) = fizz.id() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
+    common::sigterm(&fizz);
     let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
         .await
         .unwrap_or_else(|_| panic!("no readiness change within 10 s of SIGTERM"));

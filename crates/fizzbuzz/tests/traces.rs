@@ -15,7 +15,7 @@ use receiver::tree::{
     NumberTrace, SERVER, check_call_attributes, check_numbers, whole_number_traces,
 };
 use receiver::{Captured, LogRec, Receiver, SpanRec, log_records, spans};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const FIZZBUZZ: &str = env!("CARGO_BIN_EXE_fizzbuzz");
 const FIZZ: &str = env!("CARGO_BIN_EXE_fizz");
@@ -141,40 +141,13 @@ async fn the_b3_propagators_carry_the_trace_across_the_calls() {
     }
 }
 
-/// Starts `fizzbuzz agent` on a free loopback port; returns it and its address.
-async fn start_agent(receiver: &Receiver) -> (Child, String) {
-    let mut agent = command(FIZZBUZZ, receiver)
-        .args(["agent", "--bind", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start the agent: {e}"));
-    let addr = common::agent_address(&mut agent).await;
-    (agent, addr)
-}
-
-/// SIGTERM, then waits (bounded) for the node to exit, which flushes its telemetry.
-async fn stop(mut node: Child, what: &str) {
-    if let Some(pid) = node.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-    let status = tokio::time::timeout(Duration::from_secs(15), node.wait())
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not stop within 15 s of SIGTERM"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(status.success(), "{what} exited with {status}");
-}
-
 /// The control for the test above: the context travels only in the headers the
 /// configured propagator writes, so a client writing B3 to servers that read only W3C
 /// trace context leaves every SERVER span the root of a trace of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_reading_another_propagator_start_traces_of_their_own() {
     let receiver = Receiver::start().await;
-    let (mut agent, consul) = start_agent(&receiver).await;
+    let (mut agent, consul) = common::start_agent(command(FIZZBUZZ, &receiver)).await;
     let node = |program: &str| {
         command(program, &receiver)
             .env("CONSUL_HTTP_ADDR", &consul)
@@ -193,8 +166,8 @@ async fn servers_reading_another_propagator_start_traces_of_their_own() {
     let out = output(client, Duration::from_secs(60)).await;
     assert_success(&out);
     assert_reference(&out.stdout, 20);
-    stop(fizz, "fizz").await;
-    stop(buzz, "buzz").await;
+    common::terminate(fizz, "fizz").await;
+    common::terminate(buzz, "buzz").await;
     let _ = agent.kill().await;
 
     let servers = |s: &[SpanRec]| s.iter().filter(|s| s.kind == SERVER).count();

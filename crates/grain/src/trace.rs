@@ -285,19 +285,19 @@ pub(crate) fn end_client<T>(
 
 /// Ends the SERVER span `cx` with the call's outcome.
 pub(crate) fn end_server<T>(cx: &Context, result: &Result<T, CallError>) {
-    let span = cx.span();
-    if span.is_recording() {
-        set_outcome(&span, result, SpanKind::Server);
-    }
-    span.end();
+    end(cx, result, SpanKind::Server);
 }
 
 /// Ends the INTERNAL span `cx` (an activation) with its outcome: any failure is an
 /// error.
 pub(crate) fn end_internal<T>(cx: &Context, result: &Result<T, CallError>) {
+    end(cx, result, SpanKind::Internal);
+}
+
+fn end<T>(cx: &Context, result: &Result<T, CallError>, kind: SpanKind) {
     let span = cx.span();
     if span.is_recording() {
-        set_outcome(&span, result, SpanKind::Internal);
+        set_outcome(&span, result, kind);
     }
     span.end();
 }

@@ -44,10 +44,17 @@ pub fn clean_env(command: &mut tokio::process::Command) {
     }
 }
 
-/// The address the dev agent `agent` (started with its stdout piped) says it listens
-/// on: its first line, `listening on <address>`, read within 10 s.
-pub async fn agent_address(agent: &mut tokio::process::Child) -> String {
+/// Starts the dev agent from `fizzbuzz` (a prepared command for the `fizzbuzz`
+/// binary) on a free loopback port; returns it and the address it says it listens on
+/// (its first line, `listening on <address>`, read within 10 s).
+pub async fn start_agent(mut fizzbuzz: tokio::process::Command) -> (tokio::process::Child, String) {
     use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut agent = fizzbuzz
+        .args(["agent", "--bind", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the agent: {e}"));
     let stdout = agent.stdout.take().unwrap_or_else(|| panic!("no stdout"));
     let mut lines = BufReader::new(stdout).lines();
     let first = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
@@ -55,8 +62,32 @@ pub async fn agent_address(agent: &mut tokio::process::Child) -> String {
         .unwrap_or_else(|_| panic!("the agent said nothing within 10 s"))
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_default();
-    first
+    let addr = first
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_string()
+        .to_string();
+    (agent, addr)
+}
+
+/// Sends SIGTERM to `child` (if it still runs).
+pub fn sigterm(child: &tokio::process::Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+}
+
+/// SIGTERM, then waits (bounded) for `child` to exit, and checks it exited 0.
+pub async fn terminate(mut child: tokio::process::Child, what: &str) {
+    sigterm(&child);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not stop within 15 s of SIGTERM"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        status.success(),
+        "{what} exited with {status} after SIGTERM"
+    );
 }
