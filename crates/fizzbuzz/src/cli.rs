@@ -91,10 +91,15 @@ where
         eprintln!("error: {e}");
         ExitCode::from(e.exit_code())
     };
-    let mut setup = NodeSetup::new(role);
-    // Built first, so that logs can also go out over OTLP; until logging is set up,
+    // The member port is bound first, so that the telemetry Resource names the
+    // address the node serves at.
+    let mut setup = match NodeSetup::new(role, common) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    // Built next, so that logs can also go out over OTLP; until logging is set up,
     // errors go to stderr as they are.
-    let telemetry = match common.telemetry(role, &setup.member_id) {
+    let telemetry = match common.telemetry(role, &setup) {
         Ok(t) => t,
         Err(e) => return fail(e),
     };

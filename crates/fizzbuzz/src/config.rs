@@ -64,12 +64,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s:?} is not a duration (examples: 500ms, 5s, 2m)"))
 }
 
-/// Who a node is and where it records its metrics and spans; made before the node
-/// starts, so the telemetry resource can name the member.
-#[derive(Clone, Debug)]
+/// Who a node is, where it listens and where it records its metrics and spans; made
+/// before the node starts, so the telemetry resource can name the member and its
+/// address.
+#[derive(Debug)]
 pub struct NodeSetup {
     /// The member id the node will use.
     pub member_id: MemberId,
+    /// The member port, bound before the runtime starts; taken by the node.
+    listener: std::sync::Mutex<Option<std::net::TcpListener>>,
+    /// The address other members use: `--advertise`, else the bound address.
+    pub address: String,
     /// The meter for the runtime's instruments, when metrics are exported.
     pub meter: Option<opentelemetry::metrics::Meter>,
     /// The tracer and propagator for the runtime's spans, when traces are exported.
@@ -77,13 +82,34 @@ pub struct NodeSetup {
 }
 
 impl NodeSetup {
-    /// A fresh member id for `role`, and no telemetry.
-    pub fn new(role: Role) -> Self {
-        Self {
+    /// A fresh member id for `role`, its port bound as `common` says, and no telemetry
+    /// yet; call outside an async context or inside one, it does not block on I/O.
+    pub fn new(role: Role, common: &CommonArgs) -> Result<Self, AppError> {
+        let cannot = |e: std::io::Error| {
+            AppError::Failed(format!("--bind {}: cannot listen: {e}", common.bind))
+        };
+        let listener = std::net::TcpListener::bind(common.bind).map_err(cannot)?;
+        listener.set_nonblocking(true).map_err(cannot)?;
+        let local = listener.local_addr().map_err(cannot)?;
+        Ok(Self {
             member_id: MemberId::random(role.name()),
+            listener: std::sync::Mutex::new(Some(listener)),
+            address: common
+                .advertise
+                .clone()
+                .unwrap_or_else(|| local.to_string()),
             meter: None,
             tracing: None,
-        }
+        })
+    }
+
+    /// The bound member port, for the node (once; in the runtime).
+    pub fn take_listener(&self) -> Result<tokio::net::TcpListener, AppError> {
+        let taken = self.listener.lock().ok().and_then(|mut l| l.take());
+        let listener =
+            taken.ok_or_else(|| AppError::Failed("the member port was already taken".into()))?;
+        tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| AppError::Failed(format!("the member port: {e}")))
     }
 }
 
@@ -233,18 +259,19 @@ impl ExportArgs {
 }
 
 impl CommonArgs {
-    /// Builds the telemetry pipelines for a node of `role` with `member` id (call
-    /// outside an async context); errors name the setting.
-    pub fn telemetry(&self, role: Role, member: &MemberId) -> Result<Telemetry, AppError> {
+    /// Builds the telemetry pipelines for the node of `role` that `setup` describes
+    /// (call outside an async context); errors name the setting.
+    pub fn telemetry(&self, role: Role, setup: &NodeSetup) -> Result<Telemetry, AppError> {
         let config = self
             .telemetry
             .export
             .config(self.telemetry.service_name.clone())?;
         let process = ProcessInfo {
             service_name: role.name().into(),
-            instance_id: member.to_string(),
+            instance_id: setup.member_id.to_string(),
             version: env!("CARGO_PKG_VERSION").into(),
             cluster: self.cluster.clone(),
+            member_address: Some(setup.address.clone()),
         };
         Telemetry::install(&config, &process).map_err(|e| AppError::Usage(e.to_string()))
     }

@@ -52,7 +52,7 @@ pub async fn start_host(role: Role, args: &HostArgs, setup: &NodeSetup) -> Resul
         Some(bind) => Some(crate::health::bind(bind).await?),
         None => None,
     };
-    let node = Node::start(config, kinds, Arc::new(membership))
+    let node = Node::start_on(setup.take_listener()?, config, kinds, Arc::new(membership))
         .await
         .map_err(start_error)?;
     if let Some(listener) = health {

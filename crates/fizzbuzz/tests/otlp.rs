@@ -171,10 +171,17 @@ async fn a_new_relic_run_arrives_as_new_relic_wants_it() {
             r.get("grain.cluster.name").map(String::as_str),
             Some("fizzbuzz-cluster")
         );
+        // The member's address is on the Resource, once, as host:port with a port.
+        assert!(
+            r.get("grain.member.address")
+                .and_then(|a| a.rsplit_once(':'))
+                .is_some_and(|(_, port)| port.parse::<u16>().is_ok_and(|p| p > 0)),
+            "{r:?}"
+        );
         if p.metric.starts_with("proto") || p.metric.starts_with("grain_") {
             assert!(
-                p.attributes.contains_key("member") && p.attributes.contains_key("address"),
-                "{p:?}"
+                !p.attributes.contains_key("member") && !p.attributes.contains_key("address"),
+                "the member is on a data point, not only on the Resource: {p:?}"
             );
             assert!(
                 !p.attributes.values().any(|v| v == "grain1"),

@@ -93,6 +93,8 @@ pub struct ProcessInfo {
     pub version: String,
     /// `grain.cluster.name`.
     pub cluster: String,
+    /// `grain.member.address`: the `host:port` other members reach it at, when known.
+    pub member_address: Option<String>,
 }
 
 /// Installed telemetry: a provider per exported signal, and the propagator.
@@ -131,6 +133,9 @@ fn resource(config: &TelemetryConfig, process: &ProcessInfo, service_name: &str)
         KeyValue::new("host.name", host_name()),
         KeyValue::new("grain.cluster.name", process.cluster.clone()),
     ];
+    if let Some(address) = &process.member_address {
+        attributes.push(KeyValue::new("grain.member.address", address.clone()));
+    }
     for (k, v) in &config.resource_attributes {
         if !attributes.iter().any(|a| a.key.as_str() == k) {
             attributes.push(KeyValue::new(k.clone(), v.clone()));

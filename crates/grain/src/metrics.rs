@@ -10,9 +10,10 @@
 //! up-down counters moved at activation and passivation, so nothing leaks when grains
 //! come and go.
 //!
-//! Attributes stay bounded: every series carries `member` (the member id) and
-//! `address`; some add `kind`, `method`, `outcome`, `peer`, `reason` or `source` — never
-//! a grain identity. [`CATALOG`] lists them all; `docs/metrics.md` is kept equal to it
+//! Attributes stay bounded: series add `kind`, `method`, `outcome`, `peer`, `reason` or
+//! `source` — never a grain identity. Which member recorded a series is not an
+//! attribute: it belongs on the meter provider's Resource (`service.instance.id`, as
+//! the binaries set it), once, rather than on every data point. [`CATALOG`] lists them all; `docs/metrics.md` is kept equal to it
 //! by a test.
 
 use std::sync::Arc;
@@ -58,7 +59,7 @@ pub struct InstrumentDef {
     pub kind: InstrumentKind,
     /// The OpenTelemetry unit.
     pub unit: &'static str,
-    /// Attributes besides `member` and `address`, which every series has.
+    /// The attributes of its data points.
     pub attributes: &'static [&'static str],
     /// What it means.
     pub description: &'static str,
@@ -163,7 +164,6 @@ fn def(name: &str) -> &'static InstrumentDef {
 
 /// The instruments of one member.
 pub(crate) struct Metrics {
-    base: [KeyValue; 2],
     spawn: Counter<u64>,
     stopped: Counter<u64>,
     restarted: Counter<u64>,
@@ -210,7 +210,7 @@ fn kv(key: &'static str, value: impl Into<opentelemetry::Value>) -> KeyValue {
 }
 
 impl Metrics {
-    /// Instruments on `meter` (or no-ops), labelled with `member`.
+    /// Instruments on `meter` (or no-ops) of `member`, which serves at its address.
     pub(crate) fn new(meter: Option<&Meter>, member: &Member) -> Self {
         let recording = meter.is_some();
         let noop;
@@ -257,10 +257,6 @@ impl Metrics {
         use names::*;
         let batch_def = def(REMOTE_BATCH);
         Self {
-            base: [
-                kv("member", member.id.to_string()),
-                kv("address", member.address.clone()),
-            ],
             spawn: counter(ACTOR_SPAWN),
             stopped: counter(ACTOR_STOPPED),
             restarted: counter(ACTOR_RESTARTED),
@@ -339,11 +335,9 @@ impl Metrics {
         self.rpc_server.record(took.as_secs_f64(), &a);
     }
 
+    /// The attributes of one data point (the member is on the Resource, not here).
     fn attrs(&self, extra: &[KeyValue]) -> Vec<KeyValue> {
-        let mut v = Vec::with_capacity(2 + extra.len());
-        v.extend_from_slice(&self.base);
-        v.extend_from_slice(extra);
-        v
+        extra.to_vec()
     }
 
     pub(crate) fn activation_started(&self, kind: &Arc<str>) {

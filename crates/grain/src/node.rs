@@ -83,15 +83,32 @@ impl Node {
         provider: Arc<dyn MembershipProvider>,
     ) -> Result<Node, StartError> {
         config.validate().map_err(StartError::Config)?;
-        validate_kinds(&kinds).map_err(StartError::Config)?;
+        let listener = tokio::net::TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        Self::start_on(listener, config, kinds, provider).await
+    }
+
+    /// Starts a member as [`Node::start`] does, on a `listener` bound beforehand
+    /// (`config.bind` is then the listener's address): for a program that must know
+    /// its address before the node starts — to name it in its telemetry Resource, say.
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        mut config: NodeConfig,
+        kinds: Vec<Kind>,
+        provider: Arc<dyn MembershipProvider>,
+    ) -> Result<Node, StartError> {
         let bind_error = |source| StartError::Bind {
             addr: config.bind,
             source,
         };
-        let listener = tokio::net::TcpListener::bind(config.bind)
-            .await
-            .map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
+        config.bind = local_addr;
+        config.validate().map_err(StartError::Config)?;
+        validate_kinds(&kinds).map_err(StartError::Config)?;
         let me = this_member(&config, local_addr, &kinds);
         let metrics = Arc::new(Metrics::new(config.meter.as_ref(), &me));
         metrics.topology(1);

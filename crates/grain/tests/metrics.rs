@@ -1,5 +1,6 @@
 //! The runtime records its instruments on the meter it is handed — and only there —
-//! with the member and address on every series and never a grain identity.
+//! with neither the member (which belongs on the meter provider's Resource) nor a grain
+//! identity on any data point.
 
 mod common;
 
@@ -18,12 +19,17 @@ use opentelemetry::metrics::{
     SyncInstrument, UpDownCounter,
 };
 
-/// One measurement: instrument, value, attributes.
-type Recorded = (String, f64, HashMap<String, String>);
+/// One measurement: instrument, value, attributes, and the member whose meter took it
+/// (what the meter provider's Resource says as `service.instance.id`).
+type Recorded = (String, f64, HashMap<String, String>, String);
 
-/// An instrument provider that keeps every measurement, for assertions.
+/// Filters on the member whose meter took a measurement, not on an attribute.
+const MEMBER: &str = "service.instance.id";
+
+/// An instrument provider that keeps every measurement, for assertions; each member's
+/// meter is [`Recorder::of`] one shared sink, as each member has its own provider.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<Recorded>>>);
+struct Recorder(Arc<Mutex<Vec<Recorded>>>, Arc<str>);
 
 struct Instrument {
     name: String,
@@ -37,7 +43,12 @@ impl<T: Into<f64> + Copy> SyncInstrument<T> for Instrument {
             .map(|kv| (kv.key.to_string(), kv.value.to_string()))
             .collect();
         if let Ok(mut v) = self.sink.0.lock() {
-            v.push((self.name.clone(), value.into(), attrs));
+            v.push((
+                self.name.clone(),
+                value.into(),
+                attrs,
+                self.sink.1.to_string(),
+            ));
         }
     }
 }
@@ -56,6 +67,11 @@ impl SyncInstrument<u64> for U64 {
 }
 
 impl Recorder {
+    /// The meter provider of `member`, recording into the same sink.
+    fn of(&self, member: &str) -> Recorder {
+        Recorder(self.0.clone(), member.into())
+    }
+
     fn instrument(&self, name: &str) -> Instrument {
         Instrument {
             name: name.to_string(),
@@ -71,13 +87,14 @@ impl Recorder {
     fn values(&self, name: &str, with: &[(&str, &str)]) -> Vec<f64> {
         self.all()
             .into_iter()
-            .filter(|(n, _, a)| {
+            .filter(|(n, _, a, member)| {
                 n == name
-                    && with
-                        .iter()
-                        .all(|(k, v)| a.get(*k).map(String::as_str) == Some(*v))
+                    && with.iter().all(|(k, v)| match *k {
+                        MEMBER => member == v,
+                        _ => a.get(*k).map(String::as_str) == Some(*v),
+                    })
             })
-            .map(|(_, v, _)| v)
+            .map(|(_, v, _, _)| v)
             .collect()
     }
 
@@ -119,9 +136,11 @@ async fn the_runtime_records_its_catalog_on_the_meter_it_is_handed() {
     let provider = InMemoryMembership::new(Duration::from_secs(2));
     let mut nodes = Vec::new();
     for i in 0..2 {
+        let id = format!("m{i}");
         let config = grain::NodeConfig {
-            meter: Some(Meter::new(Arc::new(recorder.clone()))),
-            ..config("metrics-test", &format!("m{i}"))
+            member_id: Some(id.clone()),
+            meter: Some(Meter::new(Arc::new(recorder.of(&id)))),
+            ..config("metrics-test", &id)
         };
         let node = Node::start(config, vec![counter_kind()], Arc::new(provider.clone()))
             .await
@@ -148,7 +167,7 @@ async fn the_runtime_records_its_catalog_on_the_meter_it_is_handed() {
     let panicky = ClusterIdentity::new(COUNTER, "metrics-panic");
     assert!(caller.call(&panicky, PANIC, Bytes::new()).await.is_err());
     let by_caller = [
-        ("member", caller_id.as_str()),
+        (MEMBER, caller_id.as_str()),
         ("kind", COUNTER),
         ("method", ADD),
     ];
@@ -158,7 +177,7 @@ async fn the_runtime_records_its_catalog_on_the_meter_it_is_handed() {
     assert_eq!(
         recorder.count(
             names::FUTURE_COMPLETED,
-            &[("member", &caller_id), ("outcome", "ok")]
+            &[(MEMBER, &caller_id), ("outcome", "ok")]
         ),
         30
     );
@@ -166,18 +185,14 @@ async fn the_runtime_records_its_catalog_on_the_meter_it_is_handed() {
     assert_eq!(
         recorder.count(
             names::CLUSTER_REQUEST,
-            &[
-                ("member", &caller_id),
-                ("source", "lookup"),
-                ("method", ADD)
-            ]
+            &[(MEMBER, &caller_id), ("source", "lookup"), ("method", ADD)]
         ),
         10
     );
     assert_eq!(
         recorder.count(
             names::CLUSTER_REQUEST,
-            &[("member", &caller_id), ("source", "cache"), ("method", ADD)]
+            &[(MEMBER, &caller_id), ("source", "cache"), ("method", ADD)]
         ),
         20
     );
@@ -227,7 +242,7 @@ async fn the_runtime_records_its_catalog_on_the_meter_it_is_handed() {
     ];
     assert_eq!(recorder.count("rpc.client.call.duration", &failed), 1);
     assert_eq!(recorder.count("rpc.server.call.duration", &failed), 1);
-    for (name, _, attrs) in recorder.all() {
+    for (name, _, attrs, _) in recorder.all() {
         if name.starts_with("rpc.") {
             let port = attrs.get("server.port").and_then(|p| p.parse::<u16>().ok());
             assert!(
@@ -248,10 +263,14 @@ async fn the_runtime_records_its_catalog_on_the_meter_it_is_handed() {
     assert_eq!(recorder.sum(names::REMOTE_INFLIGHT, &[]), 0.0);
     assert!(recorder.count(names::REMOTE_CONNECTED, &[]) >= 1);
 
-    for (name, _, attrs) in recorder.all() {
+    for (name, _, attrs, member) in recorder.all() {
         assert!(
-            attrs.contains_key("member") && attrs.contains_key("address"),
-            "{name}: {attrs:?}"
+            !attrs.contains_key("member") && !attrs.contains_key("address"),
+            "{name} names the member on a data point: {attrs:?}"
+        );
+        assert!(
+            member == "m0" || member == "m1",
+            "{name} on an unknown meter {member:?}"
         );
         assert!(
             !attrs.values().any(|v| v.starts_with("metrics-")),

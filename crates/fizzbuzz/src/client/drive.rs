@@ -150,7 +150,7 @@ pub async fn run_client(
         Some(bind) => Some(crate::health::bind(bind).await?),
         None => None,
     };
-    let node = Node::start(config, vec![], Arc::new(membership))
+    let node = Node::start_on(setup.take_listener()?, config, vec![], Arc::new(membership))
         .await
         .map_err(start_error)?;
     if let Some(listener) = health {
