@@ -214,6 +214,9 @@ enum Command {
     Buzz(HostArgs),
     /// Run the client (as the `client` binary does).
     Client(ClientCommand),
+    /// Ask a node's gRPC health service for its status (exit 0: SERVING), as a
+    /// container health check does.
+    Health(crate::health::ProbeArgs),
 }
 
 /// `fizzbuzz up | agent | fizz | buzz | client`.
@@ -235,5 +238,8 @@ pub fn fizzbuzz_main() -> ExitCode {
         Command::Fizz(args) => host(Role::Fizz, args),
         Command::Buzz(args) => host(Role::Buzz, args),
         Command::Client(command) => client(command),
+        Command::Health(args) => run(Some(1), LogFormat::Human, async move {
+            crate::health::probe(&args).await
+        }),
     }
 }

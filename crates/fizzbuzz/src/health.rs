@@ -70,3 +70,80 @@ pub async fn serve(listener: TcpListener, mut ready: watch::Receiver<bool>) {
     });
     tracing::info!(address = %addr, liveness = LIVENESS, "health service (grpc.health.v1) listening");
 }
+
+/// `fizzbuzz health`: asks a node's health service for a status, as a container health
+/// check or a person would (a standard `grpc.health.v1` client, like
+/// `grpc_health_probe`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct ProbeArgs {
+    /// The health service's host:port (the node's --health-bind).
+    #[arg(long, default_value = "127.0.0.1:7071")]
+    pub addr: String,
+    /// The service to ask about: "" (the default) is readiness, "liveness" liveness.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// How long connecting and each answer may take.
+    #[arg(long, default_value = "3s", value_parser = crate::config::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Follow the status with the Watch call: print each change until the node goes
+    /// away (exit 0 if the last status seen was SERVING, else 1).
+    #[arg(long)]
+    pub watch: bool,
+}
+
+/// Runs the probe: prints the status (`SERVING`, `NOT_SERVING`, …) on stdout and
+/// returns exit status 0 when it is `SERVING`, 1 otherwise; an unreachable service is
+/// an error that names the address.
+pub async fn probe(args: &ProbeArgs) -> Result<u8, AppError> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let uri = format!("http://{}", args.addr);
+    let endpoint = tonic::transport::Endpoint::from_shared(uri)
+        .map_err(|e| AppError::Usage(format!("--addr {:?}: {e}", args.addr)))?
+        .connect_timeout(args.timeout);
+    let unreachable = |e: &dyn std::fmt::Display| {
+        AppError::Failed(format!("health service at {}: {e}", args.addr))
+    };
+    let channel = endpoint.connect().await.map_err(|e| unreachable(&e))?;
+    let mut client = HealthClient::new(channel);
+    let request = || {
+        tonic::Request::new(HealthCheckRequest {
+            service: args.service.clone(),
+        })
+    };
+    let name = |status: i32| {
+        tonic_health::pb::health_check_response::ServingStatus::try_from(status).map_or_else(
+            |_| format!("UNKNOWN({status})"),
+            |s| s.as_str_name().to_string(),
+        )
+    };
+    const SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    if !args.watch {
+        let mut r = request();
+        r.set_timeout(args.timeout);
+        let status = client
+            .check(r)
+            .await
+            .map_err(|e| unreachable(&e.message()))?
+            .into_inner()
+            .status;
+        println!("{}", name(status));
+        return Ok(if status == SERVING { 0 } else { 1 });
+    }
+    // A watch has no deadline of its own: the timeout covers only its start.
+    let mut stream = tokio::time::timeout(args.timeout, client.watch(request()))
+        .await
+        .map_err(|_| unreachable(&"no answer in time"))?
+        .map_err(|e| unreachable(&e.message()))?
+        .into_inner();
+    let mut last = None;
+    // The stream ends when the node stops (or its connection breaks).
+    while let Ok(Some(answer)) = stream.message().await {
+        use std::io::Write;
+        println!("{}", name(answer.status));
+        let _ = std::io::stdout().flush();
+        last = Some(answer.status);
+    }
+    Ok(if last == Some(SERVING) { 0 } else { 1 })
+}

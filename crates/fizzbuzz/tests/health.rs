@@ -163,3 +163,81 @@ async fn readiness_follows_the_cluster_and_liveness_only_the_process() {
         "fizz did not exit cleanly after SIGTERM"
     );
 }
+
+/// Runs `fizzbuzz health` with `args`: its exit code and what it printed.
+async fn probe(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = command(FIZZBUZZ)
+        .arg("health")
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run fizzbuzz health: {e}"));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fizzbuzz_health_is_a_probe_that_exits_0_only_when_serving() {
+    // Nothing listens: exit 1, naming the address.
+    let nobody = free_port().to_string();
+    let (code, _, err) = probe(&["--addr", &nobody, "--timeout", "1s"]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&nobody), "{err}");
+
+    let (_agent, consul) = common::start_agent(command(FIZZBUZZ)).await;
+    let health = free_port();
+    let mut fizz = command(FIZZ)
+        .args([
+            "--consul-addr",
+            &consul,
+            "--health-bind",
+            &health.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start fizz: {e}"));
+    let addr = health.to_string();
+    let mut client = connect(health).await;
+    wait_for(&mut client, "", ServingStatus::Serving).await;
+
+    assert_eq!(probe(&["--addr", &addr]).await.0, Some(0));
+    let (code, out, _) = probe(&["--addr", &addr, "--service", "liveness"]).await;
+    assert_eq!((code, out.as_str()), (Some(0), "SERVING"));
+    let (code, _, err) = probe(&["--addr", &addr, "--service", "no.such.Service"]).await;
+    assert_eq!(code, Some(1), "an unknown service is not serving: {err}");
+
+    // A watch sees SERVING, then NOT_SERVING when the node drains, and ends with it.
+    let mut watch = command(FIZZBUZZ)
+        .args(["health", "--watch", "--addr", &addr])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run fizzbuzz health --watch: {e}"));
+    let stdout = watch.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut lines = BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await;
+    assert!(
+        matches!(&first, Ok(Ok(Some(l))) if l == "SERVING"),
+        "{first:?}"
+    );
+    common::sigterm(&fizz);
+    let rest = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut seen = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            seen.push(line);
+        }
+        seen
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the watch did not end after the node stopped"));
+    assert!(rest.iter().any(|l| l == "NOT_SERVING"), "{rest:?}");
+    let code = tokio::time::timeout(Duration::from_secs(10), watch.wait()).await;
+    assert!(
+        matches!(code, Ok(Ok(s)) if s.code() == Some(1)),
+        "the watch's last status was not SERVING: {code:?}"
+    );
+    let _ = fizz.wait().await;
+}
