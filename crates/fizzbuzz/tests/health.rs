@@ -37,6 +37,20 @@ fn free_port() -> std::net::SocketAddr {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A fizz node's command, joining the agent at `consul`, with its health service on a
+/// free port (returned).
+fn fizz_with_health(consul: &str) -> (Command, std::net::SocketAddr) {
+    let health = free_port();
+    let mut fizz = command(FIZZ);
+    fizz.args([
+        "--consul-addr",
+        consul,
+        "--health-bind",
+        &health.to_string(),
+    ]);
+    (fizz, health)
+}
+
 type Client = HealthClient<tonic::transport::Channel>;
 
 async fn connect(addr: std::net::SocketAddr) -> Client {
@@ -100,14 +114,8 @@ async fn wait_for_log(node: &mut Child, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_cluster_and_liveness_only_the_process() {
     let (mut agent, consul) = common::start_agent(command(FIZZBUZZ)).await;
-    let health = free_port();
-    let mut fizz = command(FIZZ)
-        .args([
-            "--consul-addr",
-            &consul,
-            "--health-bind",
-            &health.to_string(),
-        ])
+    let (mut fizz, health) = fizz_with_health(&consul);
+    let mut fizz = fizz
         .env("FIZZBUZZ_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -188,14 +196,8 @@ async fn fizzbuzz_health_is_a_probe_that_exits_0_only_when_serving() {
     assert!(err.contains(&nobody), "{err}");
 
     let (_agent, consul) = common::start_agent(command(FIZZBUZZ)).await;
-    let health = free_port();
-    let mut fizz = command(FIZZ)
-        .args([
-            "--consul-addr",
-            &consul,
-            "--health-bind",
-            &health.to_string(),
-        ])
+    let (mut fizz, health) = fizz_with_health(&consul);
+    let mut fizz = fizz
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
