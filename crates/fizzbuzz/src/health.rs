@@ -140,9 +140,12 @@ pub async fn probe(args: &ProbeArgs) -> Result<u8, AppError> {
     let mut last = None;
     // The stream ends when the node stops (or its connection breaks).
     while let Ok(Some(answer)) = stream.message().await {
-        use std::io::Write;
-        println!("{}", name(answer.status));
-        let _ = std::io::stdout().flush();
+        // The service may repeat a status; a change is what is worth a line.
+        if last != Some(answer.status) {
+            use std::io::Write;
+            println!("{}", name(answer.status));
+            let _ = std::io::stdout().flush();
+        }
         last = Some(answer.status);
     }
     Ok(if last == Some(SERVING) { 0 } else { 1 })
