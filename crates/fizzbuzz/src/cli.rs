@@ -217,6 +217,12 @@ enum Command {
     /// Ask a node's gRPC health service for its status (exit 0: SERVING), as a
     /// container health check does.
     Health(crate::health::ProbeArgs),
+    /// Measure the speed figures, each against its baseline (plain tonic), and print
+    /// them (build with --release).
+    Bench(crate::bench::BenchArgs),
+    /// A baseline service of `fizzbuzz bench` (started by it).
+    #[command(hide = true)]
+    BenchServer(crate::bench::ServerArgs),
 }
 
 /// `fizzbuzz up | agent | fizz | buzz | client`.
@@ -240,6 +246,14 @@ pub fn fizzbuzz_main() -> ExitCode {
         Command::Client(command) => client(command),
         Command::Health(args) => run(Some(1), LogFormat::Human, async move {
             crate::health::probe(&args).await
+        }),
+        Command::Bench(args) => run(None, LogFormat::Human, async move {
+            crate::bench::bench(&args).await
+        }),
+        // Default workers, as the nodes `fizzbuzz up` starts have.
+        Command::BenchServer(args) => run(None, LogFormat::Human, async move {
+            crate::bench::baseline::serve(args.service, args.bind).await?;
+            Ok(exit::OK)
         }),
     }
 }

@@ -13,6 +13,7 @@
 //! nodes as child processes); `fizzbuzz agent` runs the Consul-compatible dev agent.
 //! Binaries are thin: everything here is a library function tests call.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

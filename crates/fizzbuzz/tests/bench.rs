@@ -1,0 +1,67 @@
+//! A tiny run of `fizzbuzz bench` (`--quick`): every figure and its baseline can be
+//! measured and is reported, as a table and as JSON. The figures of a debug build and
+//! of tiny counts mean nothing; the full run is `cargo run --release --bin fizzbuzz --
+//! bench` (not part of the tests).
+
+use std::process::Command;
+
+const FIZZBUZZ: &str = env!("CARGO_BIN_EXE_fizzbuzz");
+
+fn bench(args: &[&str]) -> String {
+    let mut c = Command::new(FIZZBUZZ);
+    c.arg("bench").args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OTEL_") || k.starts_with("NEW_RELIC_") || k.starts_with("FIZZBUZZ_") {
+            c.env_remove(k);
+        }
+    }
+    let out = c
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run fizzbuzz bench: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "fizzbuzz bench failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_quick_bench_measures_every_figure_against_its_baseline() {
+    let json = bench(&["--quick", "--json"]);
+    let report: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"));
+    let figures = report["figures"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no figures: {json}"));
+    let keys: Vec<&str> = figures.iter().filter_map(|f| f["key"].as_str()).collect();
+    for want in [
+        "unary_serial_p50_ms",
+        "stream_serial_p50_ms",
+        "unary_256_calls_per_s",
+        "stream_256_msgs_per_s",
+        "plain_fizzbuzz_numbers_per_s",
+        "grain_serial_p50_ms",
+        "grain_default_numbers_per_s",
+        "grain_best_numbers_per_s",
+    ] {
+        assert!(keys.contains(&want), "{want} missing from {keys:?}");
+    }
+    for f in figures {
+        let median = f["median"].as_f64().unwrap_or(f64::NAN);
+        assert!(median.is_finite() && median > 0.0, "{f}");
+        assert_eq!(f["runs"].as_array().map(Vec::len), Some(1), "{f}");
+    }
+    let ratios = report["ratios"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ratios: {json}"));
+    assert_eq!(ratios.len(), 5, "{json}");
+    for r in ratios {
+        let v = r["value"].as_f64().unwrap_or(f64::NAN);
+        assert!(v.is_finite() && v > 0.0, "{r}");
+    }
+    assert!(report["machine"]["cores"].as_u64().is_some_and(|c| c >= 1));
+    assert!(
+        report["machine"]["rustc"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("rustc")),
+        "{json}"
+    );
+}
