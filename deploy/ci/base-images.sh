@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)"
+mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1 || true)"
 mirror="${DEBIAN_MIRROR:-${mirror:-http://deb.debian.org/debian}}"
 rust_version="$(rustc --version | awk '{print $2}')"
 rotel_version="0.0.1a15"

@@ -30,7 +30,7 @@ if ! command -v promtool >/dev/null 2>&1; then
   echo "promtool missing: installing Debian's prometheus package"
   if [[ $(id -u) -eq 0 ]]; then sudo=(); else sudo=(sudo); fi
   "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq prometheus >/dev/null
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
 fi
 promtool --version 2>&1 | head -1
 promtool check config deploy/prometheus.yml

@@ -10,7 +10,8 @@ image="fizzbuzz-grains:0.1.0"
 compose=(docker-compose -p "$project" -f deploy/docker-compose.yml -f deploy/ci/docker-compose.ci.yml)
 
 # Base images, then the image itself: every stage, with the classic builder.
-read -r -a build_args <<< "$(bash deploy/ci/base-images.sh | tail -n 1)"
+args_line="$(bash deploy/ci/base-images.sh | tail -n 1)"  # fails the script if it fails
+read -r -a build_args <<< "$args_line"
 started=$SECONDS
 DOCKER_BUILDKIT=0 docker build --quiet "${build_args[@]}" -f deploy/Dockerfile -t "$image" . > /dev/null
 echo "check-stack: built $image from deploy/Dockerfile in $((SECONDS - started)) s ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1 / 1e6}'))"

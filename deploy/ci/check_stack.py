@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -47,7 +48,20 @@ def run(cmd: list[str], timeout: float = 120, check: bool = True) -> subprocess.
     return p
 
 
+# Processes this script started and has not reaped: killed on a failure.
+CHILDREN: list[subprocess.Popen] = []
+
+
+def spawn(cmd: list[str], **kwargs) -> subprocess.Popen:
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, text=True, **kwargs)
+    CHILDREN.append(p)
+    return p
+
+
 def fail(message: str) -> None:
+    for p in CHILDREN:
+        if p.poll() is None:
+            p.kill()
     print(f"check-stack: FAILED: {message}", file=sys.stderr)
     for service in SERVICES:
         logs = subprocess.run(compose("logs", "--no-color", "--tail", "15", service),
@@ -153,10 +167,10 @@ def main() -> None:
     # 5. A fixed-count run across a docker kill of one fizz.
     count = 3000
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        client = subprocess.Popen(
+        client = spawn(
             client_once("fizzbuzz-ci-kill", "--count", str(count), "--rate", "300",
                         "--identities", "64", "--call-timeout", "15s"),
-            stdout=out, stderr=err, stdin=subprocess.DEVNULL, text=True)
+            stdout=out, stderr=err)
 
         def lines_so_far():
             out.flush()
@@ -184,17 +198,20 @@ def main() -> None:
         print(f"check-stack: across the kill the client exited 0 with the canonical 1..{count} ({summary})")
 
     # 6. A draining node says NOT_SERVING, then leaves cleanly.
-    watch = subprocess.Popen(
+    watch = spawn(
         compose("exec", "-T", "client", "fizzbuzz", "health", "--watch", "--addr", "fizz-2:7071"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # The first line has 30 s to come: the watch is killed after that.
+    deadline = threading.Timer(30, watch.kill)
+    deadline.start()
     first = watch.stdout.readline().strip() if watch.stdout else ""
+    deadline.cancel()
     if first != "SERVING":
         fail(f"the watch on fizz-2 first said {first!r}, not SERVING")
     draining = container("fizz-2")
     # docker stop: SIGTERM (through the container's init), up to 30 s to leave, and no
     # restart by the restart policy afterwards.
-    stopper = subprocess.Popen(["docker", "stop", "--time", "30", draining],
-                               stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    stopper = spawn(["docker", "stop", "--time", "30", draining], stdout=subprocess.DEVNULL)
     try:
         rest, _ = watch.communicate(timeout=60)
         stopper.wait(timeout=60)

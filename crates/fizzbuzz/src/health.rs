@@ -121,10 +121,12 @@ pub async fn probe(args: &ProbeArgs) -> Result<u8, AppError> {
     const SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
     if !args.watch {
         let mut r = request();
+        // The grpc-timeout header bounds the call at both ends (tonic's channel enforces
+        // it too); the outer timeout bounds it whatever the transport does.
         r.set_timeout(args.timeout);
-        let status = client
-            .check(r)
+        let status = tokio::time::timeout(args.timeout, client.check(r))
             .await
+            .map_err(|_| unreachable(&"no answer in time"))?
             .map_err(|e| unreachable(&e.message()))?
             .into_inner()
             .status;

@@ -195,6 +195,28 @@ async fn fizzbuzz_health_is_a_probe_that_exits_0_only_when_serving() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains(&nobody), "{err}");
 
+    // Something accepts connections but never answers (a frozen node): the probe still
+    // gives up within its timeout.
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let mute_addr = mute
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_string();
+    let started = std::time::Instant::now();
+    let asked = tokio::time::timeout(
+        Duration::from_secs(20),
+        probe(&["--addr", &mute_addr, "--timeout", "1s"]),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the probe hung on a peer that never answers"));
+    assert_eq!(asked.0, Some(1), "{}", asked.2);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(mute);
+
     let (_agent, consul) = common::start_agent(command(FIZZBUZZ)).await;
     let (mut fizz, health) = fizz_with_health(&consul);
     let mut fizz = fizz

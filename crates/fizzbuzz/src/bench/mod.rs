@@ -197,22 +197,38 @@ pub struct Report {
     pub ratios: Vec<Ratio>,
 }
 
+/// A command running this executable with the environment a newcomer's shell has:
+/// no `FIZZBUZZ_*`, `OTEL_*`, `NEW_RELIC_*` or `CONSUL_HTTP_*` setting, so that
+/// "default flags" are the defaults and nothing is exported anywhere.
+fn this_program() -> Result<Command, AppError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| AppError::Failed(format!("cannot find this executable: {e}")))?;
+    let mut command = Command::new(exe);
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if ["FIZZBUZZ_", "OTEL_", "NEW_RELIC_", "CONSUL_HTTP_"]
+            .iter()
+            .any(|p| k.starts_with(p))
+        {
+            command.env_remove(&key);
+        }
+    }
+    command.stdin(Stdio::null()).kill_on_drop(true);
+    Ok(command)
+}
+
 /// Starts `fizzbuzz bench-server --service …` (killed when the handle is dropped) and
 /// reads the address it listens on.
 async fn start_server(service: Service) -> Result<(Child, SocketAddr), AppError> {
-    let exe = std::env::current_exe()
-        .map_err(|e| AppError::Failed(format!("cannot find this executable: {e}")))?;
     let name = match service {
         Service::Echo => "echo",
         Service::Fizz => "fizz",
         Service::Buzz => "buzz",
     };
-    let mut child = Command::new(exe)
+    let mut child = this_program()?
         .args(["bench-server", "--service", name])
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| AppError::Failed(format!("cannot start the {name} baseline server: {e}")))?;
     let stdout = child
@@ -267,18 +283,14 @@ fn parse_report(stderr: &str) -> Option<UpReport> {
     Some(report)
 }
 
-/// Runs `fizzbuzz up` with `args` (output discarded), as a user would, and reads its
-/// report.
+/// Runs `fizzbuzz up` with `args` (output discarded), as a newcomer would, and reads
+/// its report.
 async fn up(args: &[String]) -> Result<UpReport, AppError> {
-    let exe = std::env::current_exe()
-        .map_err(|e| AppError::Failed(format!("cannot find this executable: {e}")))?;
-    let out = Command::new(exe)
+    let out = this_program()?
         .arg("up")
         .args(args)
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .output()
         .await
         .map_err(|e| AppError::Failed(format!("cannot run fizzbuzz up: {e}")))?;
