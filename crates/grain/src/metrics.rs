@@ -298,11 +298,11 @@ impl Metrics {
     /// The attributes of an RPC duration: system, method, status code and error type.
     fn rpc_attrs(&self, method: &str, code: Code, at: &[KeyValue]) -> Vec<KeyValue> {
         let status = crate::trace::code_name(code);
-        let mut a = self.attrs(&[
+        let mut a = vec![
             kv("rpc.system.name", crate::trace::RPC_SYSTEM),
             kv("rpc.method", method.to_string()),
             kv("rpc.response.status_code", status),
-        ]);
+        ];
         if code != Code::Ok {
             a.push(kv("error.type", status));
         }
@@ -335,19 +335,14 @@ impl Metrics {
         self.rpc_server.record(took.as_secs_f64(), &a);
     }
 
-    /// The attributes of one data point (the member is on the Resource, not here).
-    fn attrs(&self, extra: &[KeyValue]) -> Vec<KeyValue> {
-        extra.to_vec()
-    }
-
     pub(crate) fn activation_started(&self, kind: &Arc<str>) {
-        let a = self.attrs(&[kv("kind", kind.clone())]);
+        let a = [kv("kind", kind.clone())];
         self.spawn.add(1, &a);
         self.virtualactors.add(1, &a);
     }
 
     pub(crate) fn activation_stopped(&self, kind: &Arc<str>, failed: bool) {
-        let a = self.attrs(&[kv("kind", kind.clone())]);
+        let a = [kv("kind", kind.clone())];
         self.stopped.add(1, &a);
         self.virtualactors.add(-1, &a);
         if failed {
@@ -356,35 +351,33 @@ impl Metrics {
     }
 
     pub(crate) fn activation_failed(&self, kind: &Arc<str>) {
-        self.failure
-            .add(1, &self.attrs(&[kv("kind", kind.clone())]));
+        self.failure.add(1, &[kv("kind", kind.clone())]);
     }
 
     pub(crate) fn spawned_in(&self, kind: &Arc<str>, took: Duration) {
         self.spawn_duration
-            .record(took.as_secs_f64(), &self.attrs(&[kv("kind", kind.clone())]));
+            .record(took.as_secs_f64(), &[kv("kind", kind.clone())]);
     }
 
     pub(crate) fn received(&self, kind: &Arc<str>, method: &str, ok: bool, took: Duration) {
-        let a = self.attrs(&[
+        let a = [
             kv("kind", kind.clone()),
             kv("method", method.to_string()),
             kv("outcome", if ok { "ok" } else { "error" }),
-        ]);
+        ];
         self.receive.record(took.as_secs_f64(), &a);
     }
 
     pub(crate) fn mailbox(&self, kind: &Arc<str>, delta: i64) {
-        self.mailbox
-            .add(delta, &self.attrs(&[kv("kind", kind.clone())]));
+        self.mailbox.add(delta, &[kv("kind", kind.clone())]);
     }
 
     pub(crate) fn deadletter(&self, reason: &'static str) {
-        self.deadletter.add(1, &self.attrs(&[kv("reason", reason)]));
+        self.deadletter.add(1, &[kv("reason", reason)]);
     }
 
     pub(crate) fn future_started(&self, kind: &Arc<str>, method: &str) {
-        let a = self.attrs(&[kv("kind", kind.clone()), kv("method", method.to_string())]);
+        let a = [kv("kind", kind.clone()), kv("method", method.to_string())];
         self.future_started.add(1, &a);
     }
 
@@ -399,77 +392,74 @@ impl Metrics {
     ) {
         let km = [kv("kind", kind.clone()), kv("method", method.to_string())];
         if outcome == "timeout" {
-            self.future_timedout.add(1, &self.attrs(&km));
+            self.future_timedout.add(1, &km);
         } else {
-            let mut a = self.attrs(&km);
+            let mut a = km.to_vec();
             a.push(kv("outcome", outcome));
             self.future_completed.add(1, &a);
         }
-        let mut a = self.attrs(&km);
+        let mut a = km.to_vec();
         a.push(kv("source", source));
         a.push(kv("outcome", outcome));
         self.request.record(took.as_secs_f64(), &a);
     }
 
     pub(crate) fn retried(&self, kind: &Arc<str>, method: &str, reason: &'static str) {
-        let a = self.attrs(&[
+        let a = [
             kv("kind", kind.clone()),
             kv("method", method.to_string()),
             kv("reason", reason),
-        ]);
+        ];
         self.retry.add(1, &a);
     }
 
     pub(crate) fn resolved(&self, kind: &Arc<str>, source: &'static str, took: Duration) {
-        let a = self.attrs(&[kv("kind", kind.clone()), kv("source", source)]);
+        let a = [kv("kind", kind.clone()), kv("source", source)];
         self.resolve.record(took.as_secs_f64(), &a);
     }
 
     pub(crate) fn serialized(&self, message: &'static str, n: u64) {
-        self.serialize
-            .add(n, &self.attrs(&[kv("message", message)]));
+        self.serialize.add(n, &[kv("message", message)]);
     }
 
     pub(crate) fn deserialized(&self, message: &'static str, n: u64) {
-        self.deserialize
-            .add(n, &self.attrs(&[kv("message", message)]));
+        self.deserialize.add(n, &[kv("message", message)]);
     }
 
     pub(crate) fn batch(&self, message: &'static str, n: u64) {
-        self.batch.record(n, &self.attrs(&[kv("message", message)]));
+        self.batch.record(n, &[kv("message", message)]);
     }
 
     pub(crate) fn connected(&self, peer: &str) {
-        self.connected
-            .add(1, &self.attrs(&[kv("peer", peer.to_string())]));
+        self.connected.add(1, &[kv("peer", peer.to_string())]);
     }
 
     pub(crate) fn disconnected(&self, peer: &str, reason: &'static str) {
-        let a = self.attrs(&[kv("peer", peer.to_string()), kv("reason", reason)]);
+        let a = [kv("peer", peer.to_string()), kv("reason", reason)];
         self.disconnected.add(1, &a);
     }
 
     pub(crate) fn write_waited(&self, took: Duration) {
-        self.write.record(took.as_secs_f64(), &self.attrs(&[]));
+        self.write.record(took.as_secs_f64(), &[]);
     }
 
     pub(crate) fn inflight(&self, delta: i64) {
-        self.inflight.add(delta, &self.attrs(&[]));
+        self.inflight.add(delta, &[]);
     }
 
     pub(crate) fn topology(&self, members: usize) {
-        self.members.record(members as u64, &self.attrs(&[]));
-        self.topology_changes.add(1, &self.attrs(&[]));
+        self.members.record(members as u64, &[]);
+        self.topology_changes.add(1, &[]);
     }
 
     pub(crate) fn membership_error(&self, operation: &'static str, reason: &'static str) {
-        let a = self.attrs(&[kv("operation", operation), kv("reason", reason)]);
+        let a = [kv("operation", operation), kv("reason", reason)];
         self.membership_errors.add(1, &a);
-        self.membership_up.record(0, &self.attrs(&[]));
+        self.membership_up.record(0, &[]);
     }
 
     pub(crate) fn membership_ok(&self) {
-        self.membership_up.record(1, &self.attrs(&[]));
+        self.membership_up.record(1, &[]);
     }
 }
 
