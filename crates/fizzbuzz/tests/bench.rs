@@ -3,29 +3,26 @@
 //! of tiny counts mean nothing; the full run is `cargo run --release --bin fizzbuzz --
 //! bench` (not part of the tests).
 
-use std::process::Command;
+mod common;
 
 const FIZZBUZZ: &str = env!("CARGO_BIN_EXE_fizzbuzz");
 
-fn bench(args: &[&str]) -> String {
-    let mut c = Command::new(FIZZBUZZ);
+async fn bench(args: &[&str]) -> String {
+    let mut c = tokio::process::Command::new(FIZZBUZZ);
     c.arg("bench").args(args);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("OTEL_") || k.starts_with("NEW_RELIC_") || k.starts_with("FIZZBUZZ_") {
-            c.env_remove(k);
-        }
-    }
+    common::clean_env(&mut c);
     let out = c
         .output()
+        .await
         .unwrap_or_else(|e| panic!("cannot run fizzbuzz bench: {e}"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "fizzbuzz bench failed: {stderr}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
-fn a_quick_bench_measures_every_figure_against_its_baseline() {
-    let json = bench(&["--quick", "--json"]);
+#[tokio::test]
+async fn a_quick_bench_measures_every_figure_against_its_baseline() {
+    let json = bench(&["--quick", "--json"]).await;
     let report: serde_json::Value =
         serde_json::from_str(&json).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"));
     let figures = report["figures"]

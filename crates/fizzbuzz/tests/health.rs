@@ -21,13 +21,8 @@ const FIZZ: &str = env!("CARGO_BIN_EXE_fizz");
 fn command(program: &str) -> Command {
     let mut c = Command::new(program);
     c.kill_on_drop(true).stdin(Stdio::null());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("OTEL_") || k.starts_with("NEW_RELIC_") || k.starts_with("FIZZBUZZ_") {
-            c.env_remove(k);
-        }
-    }
-    c.env_remove("CONSUL_HTTP_ADDR")
-        .env_remove("CONSUL_HTTP_TOKEN");
+    common::clean_env(&mut c);
+    c.env_remove("CONSUL_HTTP_TOKEN");
     c
 }
 

@@ -252,7 +252,7 @@ pub async fn stream_concurrent(
 ) -> Result<f64, AppError> {
     let (tx, mut answers) = open_stream(addr).await?;
     let window = Arc::new(Semaphore::new(inflight));
-    let pending: Arc<parking::Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let pending: Arc<parking_lot::Mutex<HashMap<u64, Instant>>> = Arc::default();
     let start = Instant::now();
     let writer = {
         let (window, pending) = (window.clone(), pending.clone());
@@ -336,20 +336,4 @@ pub async fn plain_fizzbuzz(
     }
     join_all(tasks).await?;
     Ok(count as f64 / start.elapsed().as_secs_f64().max(1e-9))
-}
-
-/// A lock for the pending map: short critical sections, never held across an await.
-mod parking {
-    /// `std::sync::Mutex` that shrugs off poisoning (a panicked holder cannot leave the
-    /// map half-updated in a way that matters to a measurement).
-    #[derive(Default)]
-    pub(super) struct Mutex<T>(std::sync::Mutex<T>);
-
-    impl<T> Mutex<T> {
-        pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, T> {
-            self.0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-        }
-    }
 }
