@@ -179,6 +179,8 @@ impl Node {
         }
         .spawn(&stop);
         tasks.push(tokio::spawn(suspicion.reprobe(stop.subscribe())));
+        let catalog = cluster.shared.catalog.clone();
+        tasks.push(tokio::spawn(catalog.sweep_idle(stop.subscribe())));
         tracing::info!(member = %me.id, address = %me.address,
             cluster = %config.cluster_name, kinds = ?me.kinds, "node started");
         Ok(Node {
@@ -288,6 +290,7 @@ impl Drop for Node {
         for t in &self.tasks {
             t.abort();
         }
+        self.cluster.shared.catalog.abandon();
         // The server aborts itself when dropped.
     }
 }
