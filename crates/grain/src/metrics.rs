@@ -194,8 +194,8 @@ pub(crate) struct Metrics {
     rpc_server: Histogram<f64>,
     /// `server.address` and `server.port` of this member, for the calls it serves.
     served_at: Vec<KeyValue>,
-    /// Whether a meter was handed in: without one, the RPC durations build no
-    /// attributes.
+    /// Whether a meter was handed in: without one, nothing is recorded, so no call
+    /// builds an attribute.
     recording: bool,
 }
 
@@ -319,6 +319,9 @@ impl Metrics {
         owner: Option<&str>,
         took: Duration,
     ) {
+        if !self.recording {
+            return;
+        }
         let at = owner
             .map(crate::trace::address_attributes)
             .unwrap_or_default();
@@ -336,12 +339,18 @@ impl Metrics {
     }
 
     pub(crate) fn activation_started(&self, kind: &Arc<str>) {
+        if !self.recording {
+            return;
+        }
         let a = [kv("kind", kind.clone())];
         self.spawn.add(1, &a);
         self.virtualactors.add(1, &a);
     }
 
     pub(crate) fn activation_stopped(&self, kind: &Arc<str>, failed: bool) {
+        if !self.recording {
+            return;
+        }
         let a = [kv("kind", kind.clone())];
         self.stopped.add(1, &a);
         self.virtualactors.add(-1, &a);
@@ -351,15 +360,24 @@ impl Metrics {
     }
 
     pub(crate) fn activation_failed(&self, kind: &Arc<str>) {
+        if !self.recording {
+            return;
+        }
         self.failure.add(1, &[kv("kind", kind.clone())]);
     }
 
     pub(crate) fn spawned_in(&self, kind: &Arc<str>, took: Duration) {
+        if !self.recording {
+            return;
+        }
         self.spawn_duration
             .record(took.as_secs_f64(), &[kv("kind", kind.clone())]);
     }
 
     pub(crate) fn received(&self, kind: &Arc<str>, method: &str, ok: bool, took: Duration) {
+        if !self.recording {
+            return;
+        }
         let a = [
             kv("kind", kind.clone()),
             kv("method", method.to_string()),
@@ -369,14 +387,23 @@ impl Metrics {
     }
 
     pub(crate) fn mailbox(&self, kind: &Arc<str>, delta: i64) {
+        if !self.recording {
+            return;
+        }
         self.mailbox.add(delta, &[kv("kind", kind.clone())]);
     }
 
     pub(crate) fn deadletter(&self, reason: &'static str) {
+        if !self.recording {
+            return;
+        }
         self.deadletter.add(1, &[kv("reason", reason)]);
     }
 
     pub(crate) fn future_started(&self, kind: &Arc<str>, method: &str) {
+        if !self.recording {
+            return;
+        }
         let a = [kv("kind", kind.clone()), kv("method", method.to_string())];
         self.future_started.add(1, &a);
     }
@@ -390,6 +417,9 @@ impl Metrics {
         outcome: &'static str,
         took: Duration,
     ) {
+        if !self.recording {
+            return;
+        }
         let km = [kv("kind", kind.clone()), kv("method", method.to_string())];
         if outcome == "timeout" {
             self.future_timedout.add(1, &km);
@@ -405,6 +435,9 @@ impl Metrics {
     }
 
     pub(crate) fn retried(&self, kind: &Arc<str>, method: &str, reason: &'static str) {
+        if !self.recording {
+            return;
+        }
         let a = [
             kv("kind", kind.clone()),
             kv("method", method.to_string()),
@@ -414,19 +447,31 @@ impl Metrics {
     }
 
     pub(crate) fn resolved(&self, kind: &Arc<str>, source: &'static str, took: Duration) {
+        if !self.recording {
+            return;
+        }
         let a = [kv("kind", kind.clone()), kv("source", source)];
         self.resolve.record(took.as_secs_f64(), &a);
     }
 
     pub(crate) fn serialized(&self, message: &'static str, n: u64) {
+        if !self.recording {
+            return;
+        }
         self.serialize.add(n, &[kv("message", message)]);
     }
 
     pub(crate) fn deserialized(&self, message: &'static str, n: u64) {
+        if !self.recording {
+            return;
+        }
         self.deserialize.add(n, &[kv("message", message)]);
     }
 
     pub(crate) fn batch(&self, message: &'static str, n: u64) {
+        if !self.recording {
+            return;
+        }
         self.batch.record(n, &[kv("message", message)]);
     }
 
@@ -440,10 +485,16 @@ impl Metrics {
     }
 
     pub(crate) fn write_waited(&self, took: Duration) {
+        if !self.recording {
+            return;
+        }
         self.write.record(took.as_secs_f64(), &[]);
     }
 
     pub(crate) fn inflight(&self, delta: i64) {
+        if !self.recording {
+            return;
+        }
         self.inflight.add(delta, &[]);
     }
 
