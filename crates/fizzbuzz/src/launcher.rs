@@ -35,7 +35,9 @@ pub struct UpArgs {
     /// Log line format of `up` and the three nodes: human (the default) or json.
     #[arg(long, env = ENV_LOG_FORMAT, default_value = "human", value_parser = parse_log_format)]
     pub log_format: LogFormat,
-    /// Async runtime worker threads of each node (default: one per CPU core).
+    /// Async runtime worker threads of each node. Default: the machine's cores shared
+    /// among the three nodes, at least one each (1 on a machine of up to 5 cores), the
+    /// fastest setting `fizzbuzz bench` found when the nodes share a machine.
     #[arg(long, env = ENV_WORKERS, value_parser = parse_workers)]
     pub workers: Option<usize>,
     /// Metrics export of every node (each is named after its role: fizz, buzz, client).
@@ -44,6 +46,17 @@ pub struct UpArgs {
     /// What the client does.
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+impl UpArgs {
+    /// The worker threads each node gets: `--workers`, or the cores shared among the
+    /// three nodes.
+    pub fn workers_per_node(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / 3).max(1)
+        })
+    }
 }
 
 /// Options of `fizzbuzz agent`.
@@ -119,7 +132,7 @@ fn child_env(role: Role, args: &UpArgs, consul_addr: &str) -> Vec<(&'static str,
         (ENV_CLUSTER, Some(args.cluster.clone())),
         (ENV_LOG, Some(args.log_level.clone())),
         (ENV_LOG_FORMAT, Some(args.log_format.to_string())),
-        (ENV_WORKERS, args.workers.map(|n| n.to_string())),
+        (ENV_WORKERS, Some(args.workers_per_node().to_string())),
     ];
     env.extend(args.export.to_env());
     if role == Role::Client {
@@ -415,7 +428,7 @@ mod tests {
             assert_eq!(common.cluster, args.cluster);
             assert_eq!(common.log_level, args.log_level);
             assert_eq!(common.log_format, args.log_format);
-            assert_eq!(common.workers, args.workers);
+            assert_eq!(common.workers, Some(args.workers_per_node()));
             assert_eq!(common.telemetry.export.to_env(), args.export.to_env());
         }
         assert_eq!(client.command.run.to_env(), args.client.to_env());
