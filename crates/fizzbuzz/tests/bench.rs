@@ -1,7 +1,7 @@
 //! A tiny run of `fizzbuzz bench` (`--quick`): every figure and its baseline can be
-//! measured and is reported, as a table and as JSON. The figures of a debug build and
-//! of tiny counts mean nothing; the full run is `cargo run --release --bin fizzbuzz --
-//! bench` (not part of the tests).
+//! measured and is reported as JSON, and the picture is written as SVG. The figures of
+//! a debug build and of tiny counts mean nothing; the full run is `cargo run --release
+//! --bin fizzbuzz -- bench` (not part of the tests).
 
 mod common;
 
@@ -22,7 +22,10 @@ async fn bench(args: &[&str]) -> String {
 
 #[tokio::test]
 async fn a_quick_bench_measures_every_figure_against_its_baseline() {
-    let json = bench(&["--quick", "--json"]).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let svg_path = dir.path().join("bench.svg");
+    let svg_arg = svg_path.to_string_lossy().into_owned();
+    let json = bench(&["--quick", "--json", "--plot", &svg_arg]).await;
     let report: serde_json::Value =
         serde_json::from_str(&json).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"));
     let figures = report["figures"]
@@ -38,6 +41,11 @@ async fn a_quick_bench_measures_every_figure_against_its_baseline() {
         "grain_serial_p50_ms",
         "grain_default_numbers_per_s",
         "grain_best_numbers_per_s",
+        "grain_metrics_numbers_per_s",
+        "grain_traced_numbers_per_s",
+        "node_bytes_per_idle_activation",
+        "node_activations_per_s",
+        "node_shutdown_s",
     ] {
         assert!(keys.contains(&want), "{want} missing from {keys:?}");
     }
@@ -49,10 +57,38 @@ async fn a_quick_bench_measures_every_figure_against_its_baseline() {
     let ratios = report["ratios"]
         .as_array()
         .unwrap_or_else(|| panic!("no ratios: {json}"));
-    assert_eq!(ratios.len(), 5, "{json}");
+    assert_eq!(ratios.len(), 7, "{json}");
     for r in ratios {
         let v = r["value"].as_f64().unwrap_or(f64::NAN);
         assert!(v.is_finite() && v > 0.0, "{r}");
+    }
+    let targets = report["targets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no targets: {json}"));
+    assert_eq!(targets.len(), 3, "{json}");
+    for t in targets {
+        let v = t["value"].as_f64().unwrap_or(f64::NAN);
+        assert!(v.is_finite() && v > 0.0, "{t}");
+        assert!(t["target"].as_str().is_some_and(|s| !s.is_empty()), "{t}");
+    }
+    // The curves: three series of latency, three of throughput at every point.
+    let curves = &report["curves"];
+    let inflight = curves["inflight"].as_array().map_or(0, Vec::len);
+    assert_eq!(inflight, 5, "{json}");
+    for (panel, want) in [("latency", 3), ("throughput", 3)] {
+        let series = curves[panel]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {panel} curves: {json}"));
+        assert_eq!(series.len(), want, "{json}");
+    }
+    for s in curves["throughput"].as_array().into_iter().flatten() {
+        assert_eq!(s["points"].as_array().map(Vec::len), Some(inflight), "{s}");
+    }
+    let svg = std::fs::read_to_string(&svg_path)
+        .unwrap_or_else(|e| panic!("--plot wrote no {}: {e}", svg_path.display()));
+    assert!(svg.trim_start().starts_with("<svg"), "not SVG: {svg}");
+    for name in ["tonic unary", "tonic stream (one)", "grain call"] {
+        assert!(svg.contains(name), "the picture does not name {name}");
     }
     assert!(report["machine"]["cores"].as_u64().is_some_and(|c| c >= 1));
     assert!(

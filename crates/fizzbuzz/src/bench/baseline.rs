@@ -143,19 +143,59 @@ fn msg(id: u64) -> Msg {
     }
 }
 
-/// The median of `samples`, in milliseconds.
-pub fn median_ms(mut samples: Vec<Duration>) -> f64 {
-    samples.sort_unstable();
-    samples
-        .get(samples.len() / 2)
-        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+/// Latency percentiles of one run, in milliseconds: the ones the client's report
+/// prints for a grain call, so that the three can be drawn side by side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Percentiles {
+    /// The median.
+    pub p50: f64,
+    /// The 90th percentile.
+    pub p90: f64,
+    /// The 99th percentile.
+    pub p99: f64,
+    /// The longest sample.
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// The percentiles of `samples` (nearest rank; all zero without samples).
+    pub fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        let at = |q: f64| {
+            let last = samples.len().saturating_sub(1);
+            let i = ((samples.len() as f64 * q) as usize).min(last);
+            samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        };
+        Percentiles {
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
+
+    /// Each percentile's median over `runs` (a run's percentiles are not averaged with
+    /// another's, only the middle one taken).
+    pub fn median(runs: &[Percentiles]) -> Self {
+        let mid = |f: fn(&Percentiles) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        Percentiles {
+            p50: mid(|p| p.p50),
+            p90: mid(|p| p.p90),
+            p99: mid(|p| p.p99),
+            max: mid(|p| p.max),
+        }
+    }
 }
 
 /// Calls to warm a connection up before measuring.
 const WARM_UP: u64 = 200;
 
-/// Unary echo calls one at a time: the median latency, ms.
-pub async fn unary_serial(addr: SocketAddr, calls: u64) -> Result<f64, AppError> {
+/// Unary echo calls one at a time: their latency percentiles.
+pub async fn unary_serial(addr: SocketAddr, calls: u64) -> Result<Percentiles, AppError> {
     let mut client = EchoClient::new(channel(addr).await?);
     let mut latencies = Vec::with_capacity(calls as usize);
     for i in 0..WARM_UP + calls {
@@ -165,7 +205,7 @@ pub async fn unary_serial(addr: SocketAddr, calls: u64) -> Result<f64, AppError>
             latencies.push(start.elapsed());
         }
     }
-    Ok(median_ms(latencies))
+    Ok(Percentiles::of(latencies))
 }
 
 /// Unary echo calls with `inflight` at once on one channel: calls per second.
@@ -222,9 +262,9 @@ fn stream_closed() -> AppError {
     AppError::Failed("the echo stream closed early".into())
 }
 
-/// One message at a time on one stream, each waiting for its echo: the median round
-/// trip, ms.
-pub async fn stream_serial(addr: SocketAddr, messages: u64) -> Result<f64, AppError> {
+/// One message at a time on one stream, each waiting for its echo: the percentiles of
+/// the round trips.
+pub async fn stream_serial(addr: SocketAddr, messages: u64) -> Result<Percentiles, AppError> {
     let (tx, mut answers) = open_stream(addr).await?;
     let mut latencies = Vec::with_capacity(messages as usize);
     for i in 0..WARM_UP + messages {
@@ -240,7 +280,7 @@ pub async fn stream_serial(addr: SocketAddr, messages: u64) -> Result<f64, AppEr
             latencies.push(start.elapsed());
         }
     }
-    Ok(median_ms(latencies))
+    Ok(Percentiles::of(latencies))
 }
 
 /// Messages on one stream with up to `inflight` unanswered, each matched to its echo by
@@ -336,4 +376,27 @@ pub async fn plain_fizzbuzz(
     }
     join_all(tasks).await?;
     Ok(count as f64 / start.elapsed().as_secs_f64().max(1e-9))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank_and_their_median_is_per_percentile() {
+        let samples: Vec<Duration> = (1..=1000).rev().map(Duration::from_micros).collect();
+        let p = Percentiles::of(samples);
+        for (got, want) in [(p.p50, 0.501), (p.p90, 0.901), (p.p99, 0.991), (p.max, 1.0)] {
+            assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+        }
+        assert_eq!(Percentiles::of(Vec::new()), Percentiles::default());
+        let run = |base: f64| Percentiles {
+            p50: base,
+            p90: 10.0 - base,
+            p99: base,
+            max: base,
+        };
+        let m = Percentiles::median(&[run(1.0), run(3.0), run(2.0)]);
+        assert_eq!((m.p50, m.p90), (2.0, 8.0));
+    }
 }

@@ -6,20 +6,30 @@
 //! ([`baseline`]): unary echo and one bidirectional stream with correlation ids, at 1
 //! and 256 calls in flight, and the FizzBuzz job done with plain unary services. The
 //! grain figures run `fizzbuzz up` itself (this executable), as the README's command
-//! does, and read the client's report.
+//! does, and read the client's report: with default flags, with metrics exported every
+//! second to an OTLP/HTTP sink in this process ([`sink`]), and traced at 1 %. A dev
+//! agent, a fizz node and a buzz node of the bench's own carry the figures of many
+//! activations ([`cluster`]): memory per idle activation, activations per second, and
+//! the shutdown of a node holding 300,000. `--plot` draws the latency and throughput
+//! curves as SVG ([`plot`]).
 
 pub mod baseline;
+mod cluster;
+pub mod plot;
+mod sink;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::AppError;
-use baseline::Service;
+use baseline::{Percentiles, Service};
+use plot::{Curves, LatencySeries, ThroughputSeries};
 
 /// The generated code of `proto/bench/v1/bench.proto` (plain tonic, no grains).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
@@ -40,6 +50,10 @@ pub struct BenchArgs {
     /// themselves mean nothing).
     #[arg(long)]
     pub quick: bool,
+    /// Also draw the latency percentiles and the throughput against calls in flight
+    /// of tonic unary, one tonic stream and the grain runtime, as SVG, to this file.
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
 }
 
 /// Options of the hidden `fizzbuzz bench-server` (a baseline service process).
@@ -66,6 +80,17 @@ struct Sizes {
     numbers: u64,
     /// Numbers of the serial grain figure (`--concurrency 1`).
     serial_numbers: u64,
+    /// Numbers of the telemetry figures (with a `--quick` run's count, no span might
+    /// be sampled at 1 %).
+    telemetry_numbers: u64,
+    /// The activations of the node figures.
+    node: cluster::NodeSizes,
+    /// Unary calls of each throughput point below 256 in flight ([`CURVE_INFLIGHT`]).
+    curve_unary: [u64; 4],
+    /// Stream messages of each throughput point below 256 in flight.
+    curve_stream: [u64; 4],
+    /// Numbers of each grain throughput point above 1 in flight.
+    curve_numbers: [u64; 4],
 }
 
 impl Sizes {
@@ -76,6 +101,15 @@ impl Sizes {
             stream_messages: 1_000_000,
             numbers: 200_000,
             serial_numbers: 10_000,
+            telemetry_numbers: 200_000,
+            node: cluster::NodeSizes {
+                warm: 1_000,
+                measured: 200_000,
+                held: 300_000,
+            },
+            curve_unary: [5_000, 20_000, 50_000, 100_000],
+            curve_stream: [5_000, 20_000, 100_000, 200_000],
+            curve_numbers: [10_000, 30_000, 60_000, 100_000],
         }
     }
 
@@ -86,9 +120,21 @@ impl Sizes {
             stream_messages: 5_000,
             numbers: 300,
             serial_numbers: 100,
+            telemetry_numbers: 2_000,
+            node: cluster::NodeSizes {
+                warm: 100,
+                measured: 3_000,
+                held: 4_000,
+            },
+            curve_unary: [200; 4],
+            curve_stream: [500; 4],
+            curve_numbers: [100; 4],
         }
     }
 }
+
+/// Calls in flight of the throughput curves (`--plot`).
+const CURVE_INFLIGHT: [usize; 5] = [1, 4, 16, 64, 256];
 
 /// Calls in flight of the concurrent baselines.
 const INFLIGHT: usize = 256;
@@ -99,7 +145,7 @@ pub struct Figure {
     /// A stable key (`grain_serial_p50_ms`, …).
     pub key: &'static str,
     /// What it is, for people.
-    pub name: &'static str,
+    pub name: String,
     /// The unit of the values.
     pub unit: &'static str,
     /// Each run's value.
@@ -113,13 +159,13 @@ pub struct Figure {
 }
 
 impl Figure {
-    fn new(key: &'static str, name: &'static str, unit: &'static str, runs: Vec<f64>) -> Self {
+    fn new(key: &'static str, name: impl Into<String>, unit: &'static str, runs: Vec<f64>) -> Self {
         let mut sorted = runs.clone();
         sorted.sort_by(f64::total_cmp);
         let at = |i: usize| sorted.get(i).copied().unwrap_or(0.0);
         Figure {
             key,
-            name,
+            name: name.into(),
             unit,
             median: at(sorted.len() / 2),
             min: at(0),
@@ -136,6 +182,19 @@ pub struct Ratio {
     pub name: String,
     /// The median of the figure over the median of the baseline.
     pub value: f64,
+    /// The issue's target for it.
+    pub target: &'static str,
+}
+
+/// A figure held to a target of its own (not a ratio).
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    /// What is held to the target.
+    pub name: String,
+    /// The figure's median.
+    pub value: f64,
+    /// The unit of the value.
+    pub unit: &'static str,
     /// The issue's target for it.
     pub target: &'static str,
 }
@@ -195,6 +254,10 @@ pub struct Report {
     pub figures: Vec<Figure>,
     /// The figures against their baselines.
     pub ratios: Vec<Ratio>,
+    /// The figures with targets of their own.
+    pub targets: Vec<Target>,
+    /// What `--plot` draws (measured whether or not it is drawn).
+    pub curves: Curves,
 }
 
 /// A command running this executable with the environment a newcomer's shell has:
@@ -231,38 +294,45 @@ async fn start_server(service: Service) -> Result<(Child, SocketAddr), AppError>
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| AppError::Failed(format!("cannot start the {name} baseline server: {e}")))?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| AppError::Failed("the baseline server has no stdout".into()))?;
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
-        .await
-        .map_err(|_| AppError::Failed(format!("the {name} baseline server did not start")))?
-        .map_err(|e| AppError::Failed(format!("the {name} baseline server: {e}")))?
-        .unwrap_or_default();
-    let addr = line
-        .strip_prefix("listening on ")
-        .and_then(|a| a.parse().ok())
-        .ok_or_else(|| AppError::Failed(format!("the {name} baseline server said {line:?}")))?;
+    let addr = listening_addr(&mut child, &format!("the {name} baseline server")).await?;
     Ok((child, addr))
 }
 
-/// What the client's report of one `fizzbuzz up` said.
+/// Reads the `listening on ADDR` line a child prints on its (piped) stdout first;
+/// `what` names the child in errors.
+async fn listening_addr(child: &mut Child, what: &str) -> Result<SocketAddr, AppError> {
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| AppError::Failed(format!("{what} has no stdout")))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .map_err(|_| AppError::Failed(format!("{what} did not start within 30 s")))?
+        .map_err(|e| AppError::Failed(format!("{what}: {e}")))?
+        .unwrap_or_default();
+    // The baseline servers print `host:port`, the dev agent `http://host:port`.
+    line.strip_prefix("listening on ")
+        .map(|a| a.trim())
+        .map(|a| a.strip_prefix("http://").unwrap_or(a))
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| AppError::Failed(format!("{what} said {line:?}")))
+}
+
+/// What the client's report of one `fizzbuzz up` (or `fizzbuzz client`) said.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct UpReport {
     /// Numbers per second.
     rate: f64,
-    /// SayFizz's median latency, ms.
-    fizz_p50_ms: f64,
+    /// SayFizz's latency percentiles, ms.
+    fizz: Percentiles,
 }
 
 /// Reads the client's report (`… numbers answered in 1.20 s (8333/s) …` and
-/// `  SayFizz  p50 0.15 ms …`).
+/// `  SayFizz  p50 0.15 ms  p90 0.20 ms  p99 0.30 ms  max 1.00 ms  (…)`).
 fn parse_report(stderr: &str) -> Option<UpReport> {
-    let mut report = UpReport::default();
     let mut rate = None;
-    let mut p50 = None;
+    let mut fizz = None;
     for line in stderr.lines() {
         if line.contains("numbers answered in") {
             rate = line
@@ -271,68 +341,130 @@ fn parse_report(stderr: &str) -> Option<UpReport> {
                 .and_then(|(n, _)| n.trim().parse::<f64>().ok());
         }
         if let Some(rest) = line.trim_start().strip_prefix("SayFizz") {
-            p50 = rest
-                .trim_start()
-                .strip_prefix("p50")
-                .and_then(|r| r.split_whitespace().next())
-                .and_then(|v| v.parse::<f64>().ok());
+            fizz = parse_percentiles(rest);
         }
     }
-    report.rate = rate?;
-    report.fizz_p50_ms = p50?;
-    Some(report)
+    Some(UpReport {
+        rate: rate?,
+        fizz: fizz?,
+    })
+}
+
+/// `p50 0.15 ms  p90 0.20 ms  p99 0.30 ms  max 1.00 ms …`: each value after its name.
+fn parse_percentiles(line: &str) -> Option<Percentiles> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let value = |name: &str| {
+        words
+            .iter()
+            .position(|w| *w == name)
+            .and_then(|i| words.get(i + 1))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    Some(Percentiles {
+        p50: value("p50")?,
+        p90: value("p90")?,
+        p99: value("p99")?,
+        max: value("max")?,
+    })
+}
+
+/// Runs `command` (a client, or `fizzbuzz up`) to its end, within `timeout` (it is
+/// killed past it), and reads the client's report from its stderr; `what` names it in
+/// errors.
+async fn run_reporting(
+    mut command: Command,
+    what: &str,
+    timeout: Duration,
+) -> Result<UpReport, AppError> {
+    let out = tokio::time::timeout(
+        timeout,
+        command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| AppError::Failed(format!("{what} did not finish within {timeout:?}")))?
+    .map_err(|e| AppError::Failed(format!("cannot run {what}: {e}")))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        let tail: Vec<&str> = stderr.lines().rev().take(10).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(AppError::Failed(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            tail.join(" | ")
+        )));
+    }
+    parse_report(&stderr)
+        .ok_or_else(|| AppError::Failed(format!("{what}: no client report in its output")))
+}
+
+/// The longest one `fizzbuzz up` of the bench may take.
+const UP_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Runs `fizzbuzz up` with `args` and the extra environment `env` (output discarded),
+/// as a newcomer would, and reads its report.
+async fn up_with(args: &[String], env: &[(&str, &str)]) -> Result<UpReport, AppError> {
+    let mut command = this_program()?;
+    command.arg("up").args(args);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let what = format!("fizzbuzz up {}", args.join(" "));
+    run_reporting(command, &what, UP_TIMEOUT).await
 }
 
 /// Runs `fizzbuzz up` with `args` (output discarded), as a newcomer would, and reads
 /// its report.
 async fn up(args: &[String]) -> Result<UpReport, AppError> {
-    let out = this_program()?
-        .arg("up")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .map_err(|e| AppError::Failed(format!("cannot run fizzbuzz up: {e}")))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        let tail: String = stderr
-            .lines()
-            .rev()
-            .take(10)
-            .collect::<Vec<_>>()
-            .join(" | ");
-        return Err(AppError::Failed(format!(
-            "fizzbuzz up {} failed ({}): {tail}",
-            args.join(" "),
-            out.status
-        )));
-    }
-    parse_report(&stderr).ok_or_else(|| {
-        AppError::Failed(format!(
-            "fizzbuzz up {}: no client report in its output",
-            args.join(" ")
-        ))
-    })
+    up_with(args, &[]).await
 }
 
 /// Runs `measure` `runs` times, telling on stderr what it does.
-async fn repeat<F, Fut>(runs: u32, what: &str, mut measure: F) -> Result<Vec<f64>, AppError>
+async fn repeat<F, Fut>(runs: u32, what: &str, measure: F) -> Result<Vec<f64>, AppError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<f64, AppError>>,
+{
+    repeat_with(runs, what, |v| *v, measure).await
+}
+
+/// Runs `measure` `runs` times, telling on stderr what it does (`shown` of each
+/// result), and returns every result.
+async fn repeat_with<T, F, Fut>(
+    runs: u32,
+    what: &str,
+    shown: impl Fn(&T) -> f64,
+    mut measure: F,
+) -> Result<Vec<T>, AppError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AppError>>,
 {
     let mut values = Vec::with_capacity(runs as usize);
     for run in 1..=runs {
         let start = Instant::now();
         let v = measure().await?;
         eprintln!(
-            "bench: {what}: run {run}/{runs}: {v:.3} ({:.1} s)",
+            "bench: {what}: run {run}/{runs}: {:.3} ({:.1} s)",
+            shown(&v),
             start.elapsed().as_secs_f64()
         );
         values.push(v);
     }
     Ok(values)
+}
+
+/// Names of the three series of the picture.
+const UNARY: &str = "tonic unary";
+const STREAM: &str = "tonic stream (one)";
+const GRAIN: &str = "grain call";
+
+/// The median of `values` (0 without any).
+fn median_of(values: &[f64]) -> f64 {
+    Figure::new("", "", "", values.to_vec()).median
 }
 
 /// Measures every figure and its baseline.
@@ -345,29 +477,34 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, AppError> {
     let runs = if args.quick { 1 } else { args.runs };
     let concurrency = crate::client::ClientArgs::default().concurrency;
     let mut figures = Vec::new();
+    let mut unary_curve = Vec::new();
+    let mut stream_curve = Vec::new();
 
     // Baselines: plain tonic, servers in processes of their own.
     let (echo, echo_addr) = start_server(Service::Echo).await?;
     let (fizz, fizz_addr) = start_server(Service::Fizz).await?;
     let (buzz, buzz_addr) = start_server(Service::Buzz).await?;
     let serial = sizes.serial_calls;
+    let p50 = |p: &Percentiles| p.p50;
+    let unary_serial = repeat_with(runs, "unary, 1 in flight", p50, || {
+        baseline::unary_serial(echo_addr, serial)
+    })
+    .await?;
     figures.push(Figure::new(
         "unary_serial_p50_ms",
         "tonic unary echo, 1 in flight: p50",
         "ms",
-        repeat(runs, "unary, 1 in flight", || {
-            baseline::unary_serial(echo_addr, serial)
-        })
-        .await?,
+        unary_serial.iter().map(p50).collect(),
     ));
+    let stream_serial = repeat_with(runs, "stream, 1 in flight", p50, || {
+        baseline::stream_serial(echo_addr, serial)
+    })
+    .await?;
     figures.push(Figure::new(
         "stream_serial_p50_ms",
         "tonic stream echo, 1 in flight: p50",
         "ms",
-        repeat(runs, "stream, 1 in flight", || {
-            baseline::stream_serial(echo_addr, serial)
-        })
-        .await?,
+        stream_serial.iter().map(p50).collect(),
     ));
     let calls = sizes.unary_calls;
     figures.push(Figure::new(
@@ -399,6 +536,19 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, AppError> {
         })
         .await?,
     ));
+    // The curves below 256 in flight: one run a point (256 is the figures above).
+    for (i, n) in CURVE_INFLIGHT.iter().copied().enumerate() {
+        let (Some(&calls), Some(&messages)) = (sizes.curve_unary.get(i), sizes.curve_stream.get(i))
+        else {
+            continue;
+        };
+        let v = baseline::unary_concurrent(echo_addr, calls, n).await?;
+        eprintln!("bench: curve: unary, {n} in flight: {v:.0} calls/s");
+        unary_curve.push((n, v));
+        let v = baseline::stream_concurrent(echo_addr, messages, n).await?;
+        eprintln!("bench: curve: stream, {n} in flight: {v:.0} msg/s");
+        stream_curve.push((n, v));
+    }
     drop((echo, fizz, buzz));
 
     // The grain runtime, through `fizzbuzz up` as the README runs it.
@@ -408,14 +558,20 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, AppError> {
         vec!["--concurrency".into(), "1".into()],
     ]
     .concat();
+    let serial_reports = repeat_with(
+        runs,
+        "fizzbuzz up --concurrency 1",
+        |r: &UpReport| r.fizz.p50,
+        || up(&serial_args),
+    )
+    .await?;
+    let grain_serial: Vec<Percentiles> = serial_reports.iter().map(|r| r.fizz).collect();
+    let grain_serial_rates: Vec<f64> = serial_reports.iter().map(|r| r.rate).collect();
     figures.push(Figure::new(
         "grain_serial_p50_ms",
         "grain call (SayFizz), fizzbuzz up --concurrency 1: p50",
         "ms",
-        repeat(runs, "fizzbuzz up --concurrency 1", || async {
-            up(&serial_args).await.map(|r| r.fizz_p50_ms)
-        })
-        .await?,
+        grain_serial.iter().map(p50).collect(),
     ));
     let default_args = count(numbers);
     figures.push(Figure::new(
@@ -446,13 +602,206 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, AppError> {
         .await?,
     ));
 
+    figures.extend(telemetry_figures(runs, sizes.telemetry_numbers).await?);
+
+    // Two grain calls a number; 1 in flight is the serial figure's runs.
+    let mut grain_curve = vec![(1, 2.0 * median_of(&grain_serial_rates))];
+    for (n, numbers) in CURVE_INFLIGHT
+        .iter()
+        .copied()
+        .skip(1)
+        .zip(sizes.curve_numbers)
+    {
+        let args = [count(numbers), vec!["--concurrency".into(), n.to_string()]].concat();
+        let r = up(&args).await?;
+        eprintln!(
+            "bench: curve: fizzbuzz up --concurrency {n}: {:.0} grain calls/s",
+            2.0 * r.rate
+        );
+        grain_curve.push((n, 2.0 * r.rate));
+    }
+
+    figures.extend(node_figures(runs, sizes.node).await?);
+
+    let median = |key: &str| {
+        figures
+            .iter()
+            .find(|f| f.key == key)
+            .map_or(0.0, |f| f.median)
+    };
+    unary_curve.push((INFLIGHT, median("unary_256_calls_per_s")));
+    stream_curve.push((INFLIGHT, median("stream_256_msgs_per_s")));
+    let curves = Curves {
+        latency: vec![
+            LatencySeries {
+                name: UNARY,
+                ms: Percentiles::median(&unary_serial),
+            },
+            LatencySeries {
+                name: STREAM,
+                ms: Percentiles::median(&stream_serial),
+            },
+            LatencySeries {
+                name: GRAIN,
+                ms: Percentiles::median(&grain_serial),
+            },
+        ],
+        inflight: CURVE_INFLIGHT.to_vec(),
+        throughput: vec![
+            ThroughputSeries {
+                name: UNARY,
+                points: unary_curve,
+            },
+            ThroughputSeries {
+                name: STREAM,
+                points: stream_curve,
+            },
+            ThroughputSeries {
+                name: GRAIN,
+                points: grain_curve,
+            },
+        ],
+    };
     let ratios = ratios(&figures);
+    let targets = targets(&figures, sizes.node);
     Ok(Report {
         machine: Machine::read(),
         runs,
         figures,
         ratios,
+        targets,
+        curves,
     })
+}
+
+/// `fizzbuzz up` with default flags and `numbers` numbers, exporting to an OTLP/HTTP
+/// sink in this process: metrics alone every second, then metrics and traces sampled
+/// at 1 % (logs are not exported in either). Each run fails unless the sink received
+/// what it should have.
+async fn telemetry_figures(runs: u32, numbers: u64) -> Result<Vec<Figure>, AppError> {
+    use grain_telemetry::env::{
+        LOGS_EXPORTER, TRACES_EXPORTER, TRACES_SAMPLER, TRACES_SAMPLER_ARG,
+    };
+    let sink = sink::Sink::start().await?;
+    let args: Vec<String> = [
+        "--count".to_string(),
+        numbers.to_string(),
+        "--otlp-endpoint".into(),
+        sink.endpoint(),
+        "--metrics-interval".into(),
+        "1s".into(),
+    ]
+    .to_vec();
+    let metrics_env = [(TRACES_EXPORTER, "none"), (LOGS_EXPORTER, "none")];
+    let traced_env = [
+        (LOGS_EXPORTER, "none"),
+        (TRACES_SAMPLER, "parentbased_traceidratio"),
+        (TRACES_SAMPLER_ARG, "0.01"),
+    ];
+    let exported = repeat(runs, "fizzbuzz up, metrics exported every 1 s", || async {
+        let before = sink.totals();
+        let r = up_with(&args, &metrics_env).await?;
+        let got = sink.totals() - before;
+        if got.metrics.requests == 0 || got.metrics.bytes == 0 {
+            return Err(AppError::Failed(
+                "fizzbuzz up --otlp-endpoint: the OTLP sink received no metrics".into(),
+            ));
+        }
+        if got.traces.requests > 0 || got.logs.requests > 0 {
+            return Err(AppError::Failed(format!(
+                "fizzbuzz up with {TRACES_EXPORTER}=none and {LOGS_EXPORTER}=none still exported {got:?}"
+            )));
+        }
+        eprintln!(
+            "bench: the sink received {} metrics exports ({} bytes)",
+            got.metrics.requests, got.metrics.bytes
+        );
+        Ok(r.rate)
+    })
+    .await?;
+    let traced = repeat(runs, "fizzbuzz up, traced at 1 % (and metrics)", || async {
+        let before = sink.totals();
+        let r = up_with(&args, &traced_env).await?;
+        let got = sink.totals() - before;
+        if got.traces.requests == 0 || got.traces.bytes == 0 {
+            return Err(AppError::Failed(format!(
+                "fizzbuzz up traced at 1 % of {numbers} numbers: the OTLP sink received no spans"
+            )));
+        }
+        if got.metrics.requests == 0 {
+            return Err(AppError::Failed(
+                "fizzbuzz up traced at 1 %: the OTLP sink received no metrics".into(),
+            ));
+        }
+        eprintln!(
+            "bench: the sink received {} span exports ({} bytes) and {} metrics exports",
+            got.traces.requests, got.traces.bytes, got.metrics.requests
+        );
+        Ok(r.rate)
+    })
+    .await?;
+    Ok(vec![
+        Figure::new(
+            "grain_metrics_numbers_per_s",
+            "fizzbuzz up, metrics exported every 1 s (OTLP/HTTP)",
+            "numbers/s",
+            exported,
+        ),
+        Figure::new(
+            "grain_traced_numbers_per_s",
+            "fizzbuzz up, metrics + traces sampled at 1 % (OTLP/HTTP)",
+            "numbers/s",
+            traced,
+        ),
+    ])
+}
+
+/// The figures of many activations on one fizz node, each run on fresh nodes.
+async fn node_figures(runs: u32, sizes: cluster::NodeSizes) -> Result<Vec<Figure>, AppError> {
+    let (mut memory, mut rate, mut shutdown) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=runs {
+        let start = Instant::now();
+        let f = cluster::measure(sizes).await?;
+        eprintln!(
+            "bench: nodes: run {run}/{runs}: {:.0} B/activation, {:.0} activations/s, shutdown {:.2} s ({:.1} s)",
+            f.bytes_per_activation,
+            f.activations_per_s,
+            f.shutdown_s,
+            start.elapsed().as_secs_f64()
+        );
+        memory.push(f.bytes_per_activation);
+        rate.push(f.activations_per_s);
+        shutdown.push(f.shutdown_s);
+    }
+    Ok(vec![
+        Figure::new(
+            "node_bytes_per_idle_activation",
+            format!(
+                "fizz node VmRSS growth per idle activation ({} new)",
+                sizes.measured
+            ),
+            "bytes",
+            memory,
+        ),
+        Figure::new(
+            "node_activations_per_s",
+            format!(
+                "activations/s on each node (client over {} new identities)",
+                sizes.measured
+            ),
+            "activations/s",
+            rate,
+        ),
+        Figure::new(
+            "node_shutdown_s",
+            format!(
+                "fizz node holding {} activations: SIGTERM to exit",
+                sizes.held
+            ),
+            "s",
+            shutdown,
+        ),
+    ])
 }
 
 /// The figures against their baselines, with the targets of the speed issue.
@@ -502,6 +851,46 @@ fn ratios(figures: &[Figure]) -> Vec<Ratio> {
             median("grain_best_numbers_per_s"),
             ">= 0.9",
         ),
+        ratio(
+            "metrics exported every 1 s / not exported (default flags)",
+            median("grain_metrics_numbers_per_s"),
+            default,
+            ">= 0.95 (at least >= 0.9)",
+        ),
+        ratio(
+            "traced at 1 % (+ metrics) / not exported (default flags)",
+            median("grain_traced_numbers_per_s"),
+            default,
+            ">= 0.95",
+        ),
+    ]
+}
+
+/// The figures held to targets of their own.
+fn targets(figures: &[Figure], sizes: cluster::NodeSizes) -> Vec<Target> {
+    let get = |key: &str| figures.iter().find(|f| f.key == key);
+    let target = |key: &str, name: String, target: &'static str| Target {
+        name,
+        value: get(key).map_or(f64::NAN, |f| f.median),
+        unit: get(key).map_or("", |f| f.unit),
+        target,
+    };
+    vec![
+        target(
+            "node_bytes_per_idle_activation",
+            "memory per idle activation".into(),
+            "<= 2048 (at least <= 4096)",
+        ),
+        target(
+            "node_activations_per_s",
+            "activations per second on each node".into(),
+            ">= 50000",
+        ),
+        target(
+            "node_shutdown_s",
+            format!("shutdown of a node holding {} activations", sizes.held),
+            "<= 2 (at least <= 5)",
+        ),
     ]
 }
 
@@ -519,13 +908,26 @@ pub fn table(report: &Report) -> String {
         if m.debug_build { ", DEBUG BUILD" } else { "" },
         report.runs
     );
+    // The name column: as wide as the longest name.
+    let w = report
+        .figures
+        .iter()
+        .map(|f| f.name.len() + f.unit.len() + 3)
+        .chain(report.ratios.iter().map(|r| r.name.len()))
+        .chain(
+            report
+                .targets
+                .iter()
+                .map(|t| t.name.len() + t.unit.len() + 3),
+        )
+        .fold(60, usize::max);
     s.push_str(&format!(
-        "{:<74} {:>14}  {}\n",
+        "{:<w$} {:>14}  {}\n",
         "figure", "median", "[min, max]"
     ));
     for f in &report.figures {
         s.push_str(&format!(
-            "{:<74} {:>14}  [{}, {}]\n",
+            "{:<w$} {:>14}  [{}, {}]\n",
             format!("{} ({})", f.name, f.unit),
             number(f.median),
             number(f.min),
@@ -533,14 +935,58 @@ pub fn table(report: &Report) -> String {
         ));
     }
     s.push_str(&format!(
-        "\n{:<74} {:>14}  {}\n",
+        "\n{:<w$} {:>14}  {}\n",
         "ratio", "value", "target"
     ));
     for r in &report.ratios {
         s.push_str(&format!(
-            "{:<74} {:>13.2}x  {}\n",
+            "{:<w$} {:>13.2}x  {}\n",
             r.name, r.value, r.target
         ));
+    }
+    s.push_str(&format!(
+        "\n{:<w$} {:>14}  {}\n",
+        "figure with a target", "value", "target"
+    ));
+    for t in &report.targets {
+        s.push_str(&format!(
+            "{:<w$} {:>14}  {}\n",
+            format!("{} ({})", t.name, t.unit),
+            number(t.value),
+            t.target
+        ));
+    }
+    s.push_str(&curves_table(&report.curves));
+    s
+}
+
+/// The curves of the picture as two small tables.
+fn curves_table(curves: &Curves) -> String {
+    let mut s = format!(
+        "\n{:<30} {:>10} {:>10} {:>10} {:>10}\n",
+        "latency, 1 in flight (ms)", "p50", "p90", "p99", "max"
+    );
+    for l in &curves.latency {
+        let p = l.ms;
+        s.push_str(&format!(
+            "{:<30} {:>10.3} {:>10.3} {:>10.3} {:>10.3}\n",
+            l.name, p.p50, p.p90, p.p99, p.max
+        ));
+    }
+    s.push_str(&format!("\n{:<30}", "calls/s by calls in flight"));
+    for n in &curves.inflight {
+        s.push_str(&format!(" {n:>10}"));
+    }
+    s.push('\n');
+    for t in &curves.throughput {
+        s.push_str(&format!("{:<30}", t.name));
+        for n in &curves.inflight {
+            match t.points.iter().find(|(m, _)| m == n) {
+                Some((_, v)) => s.push_str(&format!(" {v:>10.0}")),
+                None => s.push_str(&format!(" {:>10}", "-")),
+            }
+        }
+        s.push('\n');
     }
     s
 }
@@ -557,6 +1003,10 @@ fn number(v: f64) -> String {
 /// `fizzbuzz bench`: measures and prints the table (or JSON).
 pub async fn bench(args: &BenchArgs) -> Result<u8, AppError> {
     let report = measure(args).await?;
+    if let Some(path) = &args.plot {
+        plot::write_svg(&report.curves, path)?;
+        eprintln!("bench: wrote {}", path.display());
+    }
     if args.json {
         let json = serde_json::to_string_pretty(&report)
             .map_err(|e| AppError::Failed(format!("cannot write the report: {e}")))?;
@@ -578,7 +1028,12 @@ mod tests {
             parse_report(stderr),
             Some(UpReport {
                 rate: 4713.0,
-                fizz_p50_ms: 0.15
+                fizz: Percentiles {
+                    p50: 0.15,
+                    p90: 0.2,
+                    p99: 0.3,
+                    max: 1.0
+                }
             })
         );
         assert_eq!(parse_report("no report here"), None);
