@@ -960,7 +960,8 @@ pub fn table(report: &Report) -> String {
     s
 }
 
-/// The curves of the picture as two small tables.
+/// The curves of the picture as two small tables (see [`Curves`] for which points
+/// are one run).
 fn curves_table(curves: &Curves) -> String {
     let mut s = format!(
         "\n{:<30} {:>10} {:>10} {:>10} {:>10}\n",

@@ -31,7 +31,10 @@ pub struct ThroughputSeries {
     pub points: Vec<(usize, f64)>,
 }
 
-/// What the picture shows.
+/// What the picture shows. The latency series are each percentile's median over the
+/// runs of the serial figures; a throughput point is one run, but for tonic unary and
+/// the stream at 256 in flight and the grain call at 1, which are the medians of the
+/// figures measuring the same thing.
 #[derive(Clone, Debug, Serialize)]
 pub struct Curves {
     /// Latency at one call in flight, one series each.
