@@ -574,35 +574,90 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, AppError> {
         grain_serial.iter().map(p50).collect(),
     ));
     let default_args = count(numbers);
+    // The best flags: one run of each setting of a small grid, then `runs` of the
+    // fastest, so "defaults within 10 % of the best" is checked, not assumed.
+    let grid: &[(&str, &str)] = if args.quick {
+        &[("64", "1"), ("256", "2")]
+    } else {
+        &[
+            ("64", "1"),
+            ("256", "1"),
+            ("1024", "1"),
+            ("64", "2"),
+            ("256", "2"),
+            ("1024", "2"),
+        ]
+    };
+    let flags = |(c, w): (&str, &str)| {
+        ["--concurrency", c, "--workers", w]
+            .map(String::from)
+            .to_vec()
+    };
+    let mut best: Option<((&str, &str), f64)> = None;
+    for &setting in grid {
+        let rate = up(&[count(numbers), flags(setting)].concat()).await?.rate;
+        eprintln!(
+            "bench: best flags: --concurrency {} --workers {}: {rate:.0} numbers/s",
+            setting.0, setting.1
+        );
+        if best.is_none_or(|(_, b)| rate > b) {
+            best = Some((setting, rate));
+        }
+    }
+    let Some((setting, _)) = best else {
+        return Err(AppError::Failed(
+            "no setting of the flags was measured".into(),
+        ));
+    };
+    let best_args = [count(numbers), flags(setting)].concat();
+    let best_name = format!(
+        "fizzbuzz up, best flags found (--concurrency {} --workers {})",
+        setting.0, setting.1
+    );
+    // The figures compared with each other run in rounds (default, best, metrics,
+    // traced, default, …), so that a machine getting busier or quieter moves them all.
+    let telemetry = Telemetry::start(sizes.telemetry_numbers).await?;
+    let (mut default, mut best, mut exported, mut traced) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=runs {
+        let started = Instant::now();
+        default.push(up(&default_args).await?.rate);
+        best.push(up(&best_args).await?.rate);
+        exported.push(telemetry.exported().await?);
+        traced.push(telemetry.traced().await?);
+        eprintln!(
+            "bench: round {round}/{runs}: default {:.0}, best {:.0}, metrics exported {:.0}, traced {:.0} numbers/s ({:.1} s)",
+            default.last().copied().unwrap_or_default(),
+            best.last().copied().unwrap_or_default(),
+            exported.last().copied().unwrap_or_default(),
+            traced.last().copied().unwrap_or_default(),
+            started.elapsed().as_secs_f64()
+        );
+    }
     figures.push(Figure::new(
         "grain_default_numbers_per_s",
         "fizzbuzz up, default flags",
         "numbers/s",
-        repeat(runs, "fizzbuzz up (default flags)", || async {
-            up(&default_args).await.map(|r| r.rate)
-        })
-        .await?,
+        default,
     ));
-    let best_args = [
-        count(numbers),
-        ["--concurrency", "256", "--workers", "1"]
-            .map(String::from)
-            .to_vec(),
-    ]
-    .concat();
     figures.push(Figure::new(
         "grain_best_numbers_per_s",
-        "fizzbuzz up --concurrency 256 --workers 1",
+        best_name,
         "numbers/s",
-        repeat(
-            runs,
-            "fizzbuzz up --concurrency 256 --workers 1",
-            || async { up(&best_args).await.map(|r| r.rate) },
-        )
-        .await?,
+        best,
     ));
-
-    figures.extend(telemetry_figures(runs, sizes.telemetry_numbers).await?);
+    figures.push(Figure::new(
+        "grain_metrics_numbers_per_s",
+        "fizzbuzz up, metrics exported every 1 s (OTLP/HTTP)",
+        "numbers/s",
+        exported,
+    ));
+    figures.push(Figure::new(
+        "grain_traced_numbers_per_s",
+        "fizzbuzz up, metrics + traces sampled at 1 % (OTLP/HTTP)",
+        "numbers/s",
+        traced,
+    ));
 
     // Two grain calls a number; 1 in flight is the serial figure's runs.
     let mut grain_curve = vec![(1, 2.0 * median_of(&grain_serial_rates))];
@@ -674,34 +729,40 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, AppError> {
     })
 }
 
-/// `fizzbuzz up` with default flags and `numbers` numbers, exporting to an OTLP/HTTP
-/// sink in this process: metrics alone every second, then metrics and traces sampled
-/// at 1 % (logs are not exported in either). Each run fails unless the sink received
-/// what it should have.
-async fn telemetry_figures(runs: u32, numbers: u64) -> Result<Vec<Figure>, AppError> {
-    use grain_telemetry::env::{
-        LOGS_EXPORTER, TRACES_EXPORTER, TRACES_SAMPLER, TRACES_SAMPLER_ARG,
-    };
-    let sink = sink::Sink::start().await?;
-    let args: Vec<String> = [
-        "--count".to_string(),
-        numbers.to_string(),
-        "--otlp-endpoint".into(),
-        sink.endpoint(),
-        "--metrics-interval".into(),
-        "1s".into(),
-    ]
-    .to_vec();
-    let metrics_env = [(TRACES_EXPORTER, "none"), (LOGS_EXPORTER, "none")];
-    let traced_env = [
-        (LOGS_EXPORTER, "none"),
-        (TRACES_SAMPLER, "parentbased_traceidratio"),
-        (TRACES_SAMPLER_ARG, "0.01"),
-    ];
-    let exported = repeat(runs, "fizzbuzz up, metrics exported every 1 s", || async {
-        let before = sink.totals();
-        let r = up_with(&args, &metrics_env).await?;
-        let got = sink.totals() - before;
+/// `fizzbuzz up` exporting to an OTLP/HTTP sink in this process: metrics every second,
+/// or metrics and traces sampled at 1 %.
+struct Telemetry {
+    sink: sink::Sink,
+    args: Vec<String>,
+    numbers: u64,
+}
+
+impl Telemetry {
+    async fn start(numbers: u64) -> Result<Self, AppError> {
+        let sink = sink::Sink::start().await?;
+        let args = [
+            "--count".to_string(),
+            numbers.to_string(),
+            "--otlp-endpoint".into(),
+            sink.endpoint(),
+            "--metrics-interval".into(),
+            "1s".into(),
+        ]
+        .to_vec();
+        Ok(Telemetry {
+            sink,
+            args,
+            numbers,
+        })
+    }
+
+    /// Numbers/s with metrics exported every second (and neither traces nor logs).
+    async fn exported(&self) -> Result<f64, AppError> {
+        use grain_telemetry::env::{LOGS_EXPORTER, TRACES_EXPORTER};
+        let env = [(TRACES_EXPORTER, "none"), (LOGS_EXPORTER, "none")];
+        let before = self.sink.totals();
+        let r = up_with(&self.args, &env).await?;
+        let got = self.sink.totals() - before;
         if got.metrics.requests == 0 || got.metrics.bytes == 0 {
             return Err(AppError::Failed(
                 "fizzbuzz up --otlp-endpoint: the OTLP sink received no metrics".into(),
@@ -717,15 +778,23 @@ async fn telemetry_figures(runs: u32, numbers: u64) -> Result<Vec<Figure>, AppEr
             got.metrics.requests, got.metrics.bytes
         );
         Ok(r.rate)
-    })
-    .await?;
-    let traced = repeat(runs, "fizzbuzz up, traced at 1 % (and metrics)", || async {
-        let before = sink.totals();
-        let r = up_with(&args, &traced_env).await?;
-        let got = sink.totals() - before;
+    }
+
+    /// Numbers/s with metrics exported and traces sampled at 1 % (no logs).
+    async fn traced(&self) -> Result<f64, AppError> {
+        use grain_telemetry::env::{LOGS_EXPORTER, TRACES_SAMPLER, TRACES_SAMPLER_ARG};
+        let env = [
+            (LOGS_EXPORTER, "none"),
+            (TRACES_SAMPLER, "parentbased_traceidratio"),
+            (TRACES_SAMPLER_ARG, "0.01"),
+        ];
+        let before = self.sink.totals();
+        let r = up_with(&self.args, &env).await?;
+        let got = self.sink.totals() - before;
         if got.traces.requests == 0 || got.traces.bytes == 0 {
             return Err(AppError::Failed(format!(
-                "fizzbuzz up traced at 1 % of {numbers} numbers: the OTLP sink received no spans"
+                "fizzbuzz up traced at 1 % of {} numbers: the OTLP sink received no spans",
+                self.numbers
             )));
         }
         if got.metrics.requests == 0 {
@@ -738,22 +807,7 @@ async fn telemetry_figures(runs: u32, numbers: u64) -> Result<Vec<Figure>, AppEr
             got.traces.requests, got.traces.bytes, got.metrics.requests
         );
         Ok(r.rate)
-    })
-    .await?;
-    Ok(vec![
-        Figure::new(
-            "grain_metrics_numbers_per_s",
-            "fizzbuzz up, metrics exported every 1 s (OTLP/HTTP)",
-            "numbers/s",
-            exported,
-        ),
-        Figure::new(
-            "grain_traced_numbers_per_s",
-            "fizzbuzz up, metrics + traces sampled at 1 % (OTLP/HTTP)",
-            "numbers/s",
-            traced,
-        ),
-    ])
+    }
 }
 
 /// The figures of many activations on one fizz node, each run on fresh nodes.

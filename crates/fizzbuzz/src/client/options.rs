@@ -18,7 +18,7 @@ pub enum Format {
 /// `FIZZBUZZ_COUNT`: how many numbers (`--count`).
 pub const ENV_COUNT: &str = "FIZZBUZZ_COUNT";
 /// Numbers in flight when `--concurrency` is not given.
-pub const DEFAULT_CONCURRENCY: usize = 256;
+pub(crate) const DEFAULT_CONCURRENCY: usize = 256;
 
 /// `FIZZBUZZ_CONCURRENCY`: numbers in flight at once (`--concurrency`).
 pub const ENV_CONCURRENCY: &str = "FIZZBUZZ_CONCURRENCY";
