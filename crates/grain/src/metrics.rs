@@ -8,7 +8,8 @@
 //! node ([`crate::NodeConfig::meter`]); without one, instruments are no-ops. No global
 //! provider is read and no per-activation callback is registered: live counts are
 //! up-down counters moved at activation and passivation, so nothing leaks when grains
-//! come and go.
+//! come and go. The one count that moves twice per call, the calls queued per kind, is
+//! an atomic per hosted kind that one callback reads at export.
 //!
 //! Attributes stay bounded: series add `kind`, `method`, `outcome`, `peer`, `reason` or
 //! `source` — never a grain identity. Which member recorded a series is not an
@@ -17,10 +18,14 @@
 //! by a test.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Gauge, Histogram, InstrumentProvider, Meter, UpDownCounter};
+use opentelemetry::metrics::{
+    Counter, Gauge, Histogram, InstrumentProvider, Meter, ObservableUpDownCounter, UpDownCounter,
+};
+use parking_lot::Mutex;
 
 use crate::grain::Code;
 use crate::identity::Member;
@@ -152,6 +157,9 @@ const SECONDS: &[f64] = &[
     2.5, 5.0, 10.0,
 ];
 
+/// Per hosted kind, the count of calls queued in its activations.
+type Queued = Arc<Mutex<Vec<(Arc<str>, Arc<AtomicI64>)>>>;
+
 struct Noop;
 impl InstrumentProvider for Noop {}
 
@@ -169,7 +177,9 @@ pub(crate) struct Metrics {
     restarted: Counter<u64>,
     failure: Counter<u64>,
     receive: Histogram<f64>,
-    mailbox: UpDownCounter<i64>,
+    /// Calls queued per hosted kind, read at export by `_mailbox`'s callback.
+    queued: Queued,
+    _mailbox: ObservableUpDownCounter<i64>,
     deadletter: Counter<u64>,
     future_started: Counter<u64>,
     future_completed: Counter<u64>,
@@ -256,13 +266,30 @@ impl Metrics {
         };
         use names::*;
         let batch_def = def(REMOTE_BATCH);
+        let queued = Queued::default();
         Self {
             spawn: counter(ACTOR_SPAWN),
             stopped: counter(ACTOR_STOPPED),
             restarted: counter(ACTOR_RESTARTED),
             failure: counter(ACTOR_FAILURE),
             receive: seconds(ACTOR_RECEIVE),
-            mailbox: updown(ACTOR_MAILBOX),
+            queued: queued.clone(),
+            _mailbox: {
+                let d = def(ACTOR_MAILBOX);
+                meter
+                    .i64_observable_up_down_counter(d.name)
+                    .with_unit(d.unit)
+                    .with_description(d.description)
+                    .with_callback(move |o| {
+                        for (kind, n) in queued.lock().iter() {
+                            o.observe(
+                                n.load(std::sync::atomic::Ordering::Relaxed),
+                                &[kv("kind", kind.clone())],
+                            );
+                        }
+                    })
+                    .build()
+            },
             deadletter: counter(DEADLETTER),
             future_started: counter(FUTURE_STARTED),
             future_completed: counter(FUTURE_COMPLETED),
@@ -386,11 +413,16 @@ impl Metrics {
         self.receive.record(took.as_secs_f64(), &a);
     }
 
-    pub(crate) fn mailbox(&self, kind: &Arc<str>, delta: i64) {
-        if !self.recording {
-            return;
+    /// The count of calls queued for activations of `kind` (`protoactor_actor_mailbox_length`),
+    /// which the catalog moves itself: one atomic per kind, read at export.
+    pub(crate) fn queued(&self, kind: &Arc<str>) -> Arc<AtomicI64> {
+        let mut queued = self.queued.lock();
+        if let Some((_, n)) = queued.iter().find(|(k, _)| k == kind) {
+            return n.clone();
         }
-        self.mailbox.add(delta, &[kv("kind", kind.clone())]);
+        let n = Arc::new(AtomicI64::new(0));
+        queued.push((kind.clone(), n.clone()));
+        n
     }
 
     pub(crate) fn deadletter(&self, reason: &'static str) {
@@ -420,17 +452,16 @@ impl Metrics {
         if !self.recording {
             return;
         }
-        let km = [kv("kind", kind.clone()), kv("method", method.to_string())];
+        // One allocation for the method, shared by the three data points.
+        let method: Arc<str> = method.into();
+        let (kind, method) = (kv("kind", kind.clone()), kv("method", method));
         if outcome == "timeout" {
-            self.future_timedout.add(1, &km);
+            self.future_timedout.add(1, &[kind.clone(), method.clone()]);
         } else {
-            let mut a = km.to_vec();
-            a.push(kv("outcome", outcome));
+            let a = [kind.clone(), method.clone(), kv("outcome", outcome)];
             self.future_completed.add(1, &a);
         }
-        let mut a = km.to_vec();
-        a.push(kv("source", source));
-        a.push(kv("outcome", outcome));
+        let a = [kind, method, kv("source", source), kv("outcome", outcome)];
         self.request.record(took.as_secs_f64(), &a);
     }
 

@@ -15,8 +15,9 @@ use grain::metrics::names;
 use grain::{ClusterIdentity, Node};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{
-    Counter, Gauge, Histogram, HistogramBuilder, InstrumentBuilder, InstrumentProvider, Meter,
-    SyncInstrument, UpDownCounter,
+    AsyncInstrument, AsyncInstrumentBuilder, Callback, Counter, Gauge, Histogram, HistogramBuilder,
+    InstrumentBuilder, InstrumentProvider, Meter, ObservableUpDownCounter, SyncInstrument,
+    UpDownCounter,
 };
 
 /// One measurement: instrument, value, attributes, and the member whose meter took it
@@ -29,11 +30,21 @@ const MEMBER: &str = "service.instance.id";
 /// An instrument provider that keeps every measurement, for assertions; each member's
 /// meter is [`Recorder::of`] one shared sink, as each member has its own provider.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<Recorded>>>, Arc<str>);
+struct Recorder(Arc<Mutex<Vec<Recorded>>>, Arc<str>, Observers);
+
+/// The callbacks of observable instruments, with the instrument each observes into; run
+/// by [`Recorder::collect`], as a reader runs them at export.
+type Observers = Arc<Mutex<Vec<(Instrument, Callback<i64>)>>>;
 
 struct Instrument {
     name: String,
     sink: Recorder,
+}
+
+impl AsyncInstrument<i64> for Instrument {
+    fn observe(&self, value: i64, attributes: &[KeyValue]) {
+        SyncInstrument::<f64>::measure(self, value as f64, attributes);
+    }
 }
 
 impl<T: Into<f64> + Copy> SyncInstrument<T> for Instrument {
@@ -69,7 +80,16 @@ impl SyncInstrument<u64> for U64 {
 impl Recorder {
     /// The meter provider of `member`, recording into the same sink.
     fn of(&self, member: &str) -> Recorder {
-        Recorder(self.0.clone(), member.into())
+        Recorder(self.0.clone(), member.into(), self.2.clone())
+    }
+
+    /// Runs every observable instrument's callbacks once (an export's collection).
+    fn collect(&self) {
+        if let Ok(observers) = self.2.lock() {
+            for (instrument, callback) in observers.iter() {
+                callback(instrument);
+            }
+        }
     }
 
     fn instrument(&self, name: &str) -> Instrument {
@@ -118,6 +138,17 @@ impl InstrumentProvider for Recorder {
         b: InstrumentBuilder<'_, UpDownCounter<i64>>,
     ) -> UpDownCounter<i64> {
         UpDownCounter::new(Arc::new(I64(self.instrument(&b.name))))
+    }
+    fn i64_observable_up_down_counter(
+        &self,
+        b: AsyncInstrumentBuilder<'_, ObservableUpDownCounter<i64>, i64>,
+    ) -> ObservableUpDownCounter<i64> {
+        if let Ok(mut observers) = self.2.lock() {
+            for callback in b.callbacks {
+                observers.push((self.instrument(&b.name), callback));
+            }
+        }
+        ObservableUpDownCounter::new()
     }
     fn u64_gauge(&self, b: InstrumentBuilder<'_, Gauge<u64>>) -> Gauge<u64> {
         Gauge::new(Arc::new(U64(self.instrument(&b.name))))
@@ -219,6 +250,12 @@ async fn the_runtime_records_its_catalog_on_the_meter_it_is_handed() {
     assert_eq!(
         recorder.sum(names::ACTOR_RESTARTED, &[("kind", COUNTER)]),
         1.0
+    );
+    recorder.collect();
+    assert_eq!(
+        recorder.count(names::ACTOR_MAILBOX, &[("kind", COUNTER)]),
+        2,
+        "each member reports its queued calls of the kind it hosts"
     );
     assert_eq!(
         recorder.sum(names::ACTOR_MAILBOX, &[("kind", COUNTER)]),

@@ -43,6 +43,15 @@ fn paced_numbers(args: &ClientArgs) -> impl futures::Stream<Item = i64> + Send +
     })
 }
 
+/// A number's task, cancelled when the run stops waiting for it (stopped early).
+struct Abort(tokio::task::JoinHandle<Outcome>);
+
+impl Drop for Abort {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Drives FizzBuzz through `cluster` (which must see both kinds) and writes each answer
 /// to `out` in order, until done or `stop` resolves.
 pub async fn run_numbers(
@@ -64,7 +73,24 @@ pub async fn run_numbers(
                 Some(k) => Arc::from(format!("grain{}", (n - 1) % i64::from(k) + 1)),
                 None => identity.clone(),
             };
-            one_number(cluster.clone(), id, n, options.clone(), tracing.clone())
+            // Each number runs as a task of its own, so its calls go on while this loop
+            // waits on a slow reader (`| less`): a call's deadline runs from when it is
+            // sent, and nothing it waits for depends on this loop polling it.
+            let mut number = Abort(tokio::spawn(one_number(
+                cluster.clone(),
+                id,
+                n,
+                options.clone(),
+                tracing.clone(),
+            )));
+            async move {
+                (&mut number.0).await.unwrap_or_else(|e| Outcome {
+                    number: n,
+                    fizz: None,
+                    buzz: None,
+                    result: Err(format!("number {n}: its task failed: {e}")),
+                })
+            }
         })
         .buffered(args.concurrency)
         .boxed();

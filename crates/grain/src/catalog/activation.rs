@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -30,6 +31,8 @@ const TURN_GRACE: Duration = Duration::from_secs(1);
 /// An activation's own state: what an idle activation is, whole.
 pub(super) struct Resident {
     factory: GrainFactory,
+    /// The count of calls queued for this kind (`Hosted::queued`).
+    queued: Arc<AtomicI64>,
     /// Built by the factory on the first call, inside the runner (never on the task
     /// that reads a peer's stream).
     grain: Option<Box<dyn Grain>>,
@@ -43,9 +46,10 @@ pub(super) struct Resident {
 
 impl Resident {
     /// A fresh activation, not yet built: the factory runs on its first call.
-    pub(super) fn new(factory: GrainFactory, ctx: GrainContext) -> Self {
+    pub(super) fn new(factory: GrainFactory, queued: Arc<AtomicI64>, ctx: GrainContext) -> Self {
         Self {
             factory,
+            queued,
             grain: None,
             ctx,
             activated: false,
@@ -56,7 +60,7 @@ impl Resident {
     /// A fresh activation of the same identity (the successor of this one).
     pub(super) fn successor(&self) -> Self {
         let ctx = self.ctx.for_identity(self.ctx.identity.clone());
-        Self::new(self.factory.clone(), ctx)
+        Self::new(self.factory.clone(), self.queued.clone(), ctx)
     }
 }
 
@@ -69,7 +73,7 @@ impl Catalog {
             match self.next_call(&id, number, res) {
                 Next::Run(inv, back) => {
                     res = back;
-                    self.metrics.mailbox(id.kind_arc(), -1);
+                    res.queued.fetch_sub(1, Ordering::Relaxed);
                     self.turn(&mut res, inv).await;
                     if res.broken {
                         self.retire_broken(&id, number);

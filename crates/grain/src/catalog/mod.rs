@@ -36,7 +36,7 @@ pub(crate) use invocation::{Invocation, Reply};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -126,10 +126,22 @@ enum Next {
 /// at a time.
 const STOP_CONCURRENCY: usize = 256;
 
+/// A kind this member hosts, and how many calls wait in its activations' queues.
+struct Hosted {
+    kind: Kind,
+    queued: Arc<AtomicI64>,
+}
+
+impl Hosted {
+    fn queued(&self, delta: i64) {
+        self.queued.fetch_add(delta, Ordering::Relaxed);
+    }
+}
+
 /// The kinds this member hosts and its live activations.
 pub(crate) struct Catalog {
     member: MemberId,
-    kinds: HashMap<String, Kind>,
+    kinds: HashMap<String, Hosted>,
     live: Mutex<HashMap<ClusterIdentity, Entry>>,
     next_number: AtomicU64,
     accepting: AtomicBool,
@@ -160,7 +172,13 @@ impl Catalog {
     ) -> Self {
         Self {
             member,
-            kinds: kinds.into_iter().map(|k| (k.name.to_string(), k)).collect(),
+            kinds: kinds
+                .into_iter()
+                .map(|kind| {
+                    let queued = metrics.queued(&kind.name);
+                    (kind.name.to_string(), Hosted { kind, queued })
+                })
+                .collect(),
             live: Mutex::new(HashMap::new()),
             next_number: AtomicU64::new(1),
             accepting: AtomicBool::new(true),
@@ -240,7 +258,7 @@ impl Catalog {
         inv: Invocation,
         new_context: NewContext<'_>,
     ) {
-        let Some(kind) = self.kinds.get(id.kind()) else {
+        let Some(hosted) = self.kinds.get(id.kind()) else {
             let message = format!("member {} hosts no grain kind {}", self.member, id.kind());
             let code = tonic::Code::Unimplemented;
             return self.fail(inv, CallError::Application { code, message });
@@ -293,7 +311,12 @@ impl Catalog {
         } else {
             // A new entry: the grain itself is built by the factory (user code) in
             // the runner, on its first call — never here, on a peer stream's reader.
-            Some(Resident::new(kind.factory.clone(), new_context(id.clone())))
+            let factory = hosted.kind.factory.clone();
+            Some(Resident::new(
+                factory,
+                hosted.queued.clone(),
+                new_context(id.clone()),
+            ))
         };
         if let Some(res) = start {
             let number = entry.number;
@@ -301,7 +324,7 @@ impl Catalog {
             entry.task = Some(runner.abort_handle());
         }
         drop(live);
-        self.metrics.mailbox(id.kind_arc(), 1);
+        hosted.queued(1);
     }
 
     /// What activation `number` of `id`, whose state is `res`, does next.
@@ -338,7 +361,9 @@ impl Catalog {
             parked.append(&mut e.parked);
             e.parked = parked;
             drop(live);
-            self.metrics.mailbox(id.kind_arc(), -(moved as i64));
+            if let Some(hosted) = self.kinds.get(id.kind()) {
+                hosted.queued(-(moved as i64));
+            }
         }
     }
 
@@ -368,7 +393,9 @@ impl Catalog {
         e.task = Some(runner.abort_handle());
         drop(live);
         self.metrics.activation_started(id.kind_arc());
-        self.metrics.mailbox(id.kind_arc(), moved as i64);
+        if let Some(hosted) = self.kinds.get(id.kind()) {
+            hosted.queued(moved as i64);
+        }
     }
 
     /// Asks the activations `stop` picks to stop: a running one once its queued calls
@@ -420,14 +447,14 @@ impl Catalog {
     /// Passivates activations idle for their kind's idle timeout, until `stop` says
     /// true. Looks a few times per shortest idle timeout (at most once a minute).
     pub(crate) async fn sweep_idle(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let Some(shortest) = self.kinds.values().map(|k| k.idle_timeout).min() else {
+        let Some(shortest) = self.kinds.values().map(|h| h.kind.idle_timeout).min() else {
             return;
         };
         let period = (shortest / 4).clamp(Duration::from_millis(5), Duration::from_secs(60));
         let timeouts: HashMap<&str, Duration> = self
             .kinds
             .iter()
-            .map(|(name, k)| (name.as_str(), k.idle_timeout))
+            .map(|(name, h)| (name.as_str(), h.kind.idle_timeout))
             .collect();
         loop {
             tokio::select! {
