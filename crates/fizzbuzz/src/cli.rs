@@ -169,9 +169,9 @@ struct ClientCli {
 fn client(command: ClientCommand) -> ExitCode {
     let common = command.common.clone();
     run_node(Role::Client, &common, |setup| async move {
-        // The client gathers its output into chunks and writes each at once.
-        let mut out = std::io::stdout();
-        let summary = run_client(&command, &setup, &mut out, shutdown_signal()).await?;
+        // The client gathers its output into chunks, written by a thread of their own.
+        let out = Box::new(std::io::stdout());
+        let summary = run_client(&command, &setup, out, shutdown_signal()).await?;
         // In JSON, every stderr line is a JSON object: the report is one log event.
         match command.common.log_format {
             LogFormat::Human => eprint!("{}", summary.report()),

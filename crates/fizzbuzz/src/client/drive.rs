@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::calls::{Outcome, one_number};
 use super::options::{ClientArgs, ClientCommand};
-use super::output::{Lines, Reader};
+use super::output::{Lines, Output, Reader};
 use super::progress::Progress;
 use super::summary::Summary;
 use crate::config::{NodeSetup, Role};
@@ -43,24 +43,16 @@ fn paced_numbers(args: &ClientArgs) -> impl futures::Stream<Item = i64> + Send +
     })
 }
 
-/// A number's task, cancelled when the run stops waiting for it (stopped early).
-struct Abort(tokio::task::JoinHandle<Outcome>);
-
-impl Drop for Abort {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Drives FizzBuzz through `cluster` (which must see both kinds) and writes each answer
 /// to `out` in order, until done or `stop` resolves.
 pub async fn run_numbers(
     cluster: &Cluster,
     args: &ClientArgs,
-    out: &mut (dyn Write + Send),
+    out: Box<dyn Write + Send>,
     stop: impl Future<Output = ()>,
 ) -> Result<Summary, AppError> {
     args.validate()?;
+    let out = Output::start(out)?;
     let options = Arc::new(CallOptions::default().with_timeout(args.call_timeout));
     let identity: Arc<str> = Arc::from(args.identity.as_str());
     let spread = args.identities;
@@ -73,24 +65,7 @@ pub async fn run_numbers(
                 Some(k) => Arc::from(format!("grain{}", (n - 1) % i64::from(k) + 1)),
                 None => identity.clone(),
             };
-            // Each number runs as a task of its own, so its calls go on while this loop
-            // waits on a slow reader (`| less`): a call's deadline runs from when it is
-            // sent, and nothing it waits for depends on this loop polling it.
-            let mut number = Abort(tokio::spawn(one_number(
-                cluster.clone(),
-                id,
-                n,
-                options.clone(),
-                tracing.clone(),
-            )));
-            async move {
-                (&mut number.0).await.unwrap_or_else(|e| Outcome {
-                    number: n,
-                    fizz: None,
-                    buzz: None,
-                    result: Err(format!("number {n}: its task failed: {e}")),
-                })
-            }
+            one_number(cluster.clone(), id, n, options.clone(), tracing.clone())
         })
         .buffered(args.concurrency)
         .boxed();
@@ -126,7 +101,7 @@ pub async fn run_numbers(
                 summary.answered += 1;
                 stall.event(Instant::now());
                 lines.push(outcome.number, &message)?;
-                if lines.write_if_due(out)? == Reader::Gone {
+                if lines.write_if_due(&out).await? == Reader::Gone {
                     // Stop quietly, and say so in the summary.
                     summary.output_closed = true;
                     break;
@@ -155,7 +130,10 @@ pub async fn run_numbers(
         stall.longest_until(ended)
     };
     summary.retries = cluster.retries();
-    if !summary.output_closed && lines.write(out)? == Reader::Gone {
+    if !summary.output_closed && lines.write(&out).await? == Reader::Gone {
+        summary.output_closed = true;
+    }
+    if out.finish().await? == Reader::Gone {
         summary.output_closed = true;
     }
     Ok(summary)
@@ -165,7 +143,7 @@ pub async fn run_numbers(
 pub async fn run_client(
     command: &ClientCommand,
     setup: &NodeSetup,
-    out: &mut (dyn Write + Send),
+    out: Box<dyn Write + Send>,
     stop: impl Future<Output = ()>,
 ) -> Result<Summary, AppError> {
     command.run.validate()?;

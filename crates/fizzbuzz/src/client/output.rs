@@ -65,41 +65,92 @@ impl Lines {
         line.map_err(|e| AppError::Failed(format!("cannot format a line: {e}")))
     }
 
-    /// Writes the gathered lines once a chunk is full or [`FLUSH_EVERY`] has passed.
-    pub(super) fn write_if_due(
-        &mut self,
-        out: &mut (dyn Write + Send),
-    ) -> Result<Reader, AppError> {
+    /// Hands the gathered lines to `out` once a chunk is full or [`FLUSH_EVERY`] has
+    /// passed.
+    pub(super) async fn write_if_due(&mut self, out: &Output) -> Result<Reader, AppError> {
         if self.pending.len() < CHUNK && self.last_write.elapsed() < FLUSH_EVERY {
             return Ok(Reader::Open);
         }
         self.last_write = Instant::now();
-        self.write(out)
+        self.write(out).await
     }
 
-    /// Writes and flushes the gathered lines.
-    pub(super) fn write(&mut self, out: &mut (dyn Write + Send)) -> Result<Reader, AppError> {
-        match write_out(out, &self.pending) {
-            Ok(()) => {
-                self.pending.clear();
-                Ok(Reader::Open)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Reader::Gone),
-            Err(e) => Err(AppError::Failed(format!("cannot write to stdout: {e}"))),
+    /// Hands the gathered lines to `out`.
+    pub(super) async fn write(&mut self, out: &Output) -> Result<Reader, AppError> {
+        if self.pending.is_empty() {
+            return Ok(out.state());
         }
+        let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK + 256));
+        Ok(out.send(chunk).await)
     }
 }
 
-/// Writes and flushes `bytes`. On a multi-threaded runtime the (blocking) write runs
-/// with `block_in_place`, so a slow or paused reader (`| less`) stalls only this task:
-/// links, timers and the membership heartbeat go on, even with one worker.
-fn write_out(out: &mut (dyn Write + Send), bytes: &[u8]) -> std::io::Result<()> {
-    let mut write = || {
-        out.write_all(bytes)?;
-        out.flush()
-    };
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(write),
-        _ => write(),
+/// Chunks handed to the writer and not yet written: while a reader pauses (`| less`),
+/// up to this many (16 MiB) wait before the client stops taking answers, so the calls
+/// in flight go on meanwhile.
+const QUEUED_CHUNKS: usize = 256;
+
+/// Where the lines go: a thread of its own writes them (a write to a paused reader
+/// blocks), so neither the runtime nor the client's loop waits on the reader until
+/// [`QUEUED_CHUNKS`] chunks are queued.
+pub(super) struct Output {
+    chunks: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    writer: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Output {
+    /// Starts the writer thread of `out`.
+    pub(super) fn start(mut out: Box<dyn Write + Send>) -> Result<Self, AppError> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUED_CHUNKS);
+        let writer = std::thread::Builder::new()
+            .name("client-output".into())
+            .spawn(move || {
+                while let Some(chunk) = rx.blocking_recv() {
+                    out.write_all(&chunk)?;
+                    out.flush()?;
+                }
+                Ok(())
+            })
+            .map_err(|e| AppError::Failed(format!("cannot start the output thread: {e}")))?;
+        Ok(Self {
+            chunks: Some(tx),
+            writer: Some(writer),
+        })
+    }
+
+    /// Queues `chunk`, waiting while [`QUEUED_CHUNKS`] are queued; says whether the
+    /// reader is still there.
+    async fn send(&self, chunk: Vec<u8>) -> Reader {
+        match &self.chunks {
+            Some(tx) if tx.send(chunk).await.is_ok() => Reader::Open,
+            // The writer stopped: the reader went away, or a write failed (`finish`
+            // says which).
+            _ => Reader::Gone,
+        }
+    }
+
+    /// Open while the writer runs.
+    fn state(&self) -> Reader {
+        match &self.writer {
+            Some(w) if !w.is_finished() => Reader::Open,
+            _ => Reader::Gone,
+        }
+    }
+
+    /// Waits until everything queued is written; `Gone` when the reader went away.
+    pub(super) async fn finish(mut self) -> Result<Reader, AppError> {
+        self.chunks = None;
+        let Some(writer) = self.writer.take() else {
+            return Ok(Reader::Gone);
+        };
+        let joined = tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .map_err(|e| AppError::Failed(format!("the output thread: {e}")))?;
+        match joined {
+            Ok(Ok(())) => Ok(Reader::Open),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Reader::Gone),
+            Ok(Err(e)) => Err(AppError::Failed(format!("cannot write to stdout: {e}"))),
+            Err(_) => Err(AppError::Failed("the output thread panicked".into())),
+        }
     }
 }
