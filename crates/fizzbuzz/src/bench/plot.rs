@@ -125,6 +125,50 @@ pub fn write_svg(curves: &Curves, path: &Path) -> Result<(), AppError> {
     Ok(())
 }
 
+/// A panel: percentiles or calls in flight across, log values up.
+type Panel<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<
+        plotters::coord::ranged1d::SegmentedCoord<plotters::coord::types::RangedCoordi32>,
+        plotters::coord::combinators::LogCoord<f64>,
+    >,
+>;
+
+/// Draws one series on `chart`: its line, its points and its legend entry.
+fn curve(
+    chart: &mut Panel<'_, '_>,
+    points: Vec<(SegmentValue<i32>, f64)>,
+    name: &'static str,
+    colour: RGBColor,
+) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<_>| e.to_string();
+    chart
+        .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+        .map_err(e)?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+    chart
+        .draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 4, colour.filled())),
+        )
+        .map_err(e)?;
+    Ok(())
+}
+
+/// The legend of `chart`'s series.
+fn legend<'b>(chart: &mut Panel<'b, 'b>) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
 fn draw(curves: &Curves, path: &Path) -> Result<(), String> {
     let e = |e: DrawingAreaErrorKind<_>| e.to_string();
     let root = SVGBackend::new(path, (1200, 500)).into_drawing_area();
@@ -165,26 +209,9 @@ fn draw(curves: &Curves, path: &Path) -> Result<(), String> {
             .filter(|(_, v)| *v > 0.0)
             .filter_map(|(i, v)| Some((SegmentValue::CenterOf(i32::try_from(i).ok()?), v)))
             .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
-            .map_err(e)?
-            .label(series.name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
-        chart
-            .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 4, colour.filled())),
-            )
-            .map_err(e)?;
+        curve(&mut chart, points, series.name, colour)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(e)?;
+    legend(&mut chart)?;
 
     // (b) throughput against calls in flight: segments spaced as the counts (×4 each:
     // a log axis), log calls/s.
@@ -222,26 +249,9 @@ fn draw(curves: &Curves, path: &Path) -> Result<(), String> {
                 Some((SegmentValue::CenterOf(i32::try_from(i).ok()?), *v))
             })
             .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
-            .map_err(e)?
-            .label(series.name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
-        chart
-            .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 4, colour.filled())),
-            )
-            .map_err(e)?;
+        curve(&mut chart, points, series.name, colour)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(e)?;
+    legend(&mut chart)?;
     root.present().map_err(e)?;
     Ok(())
 }
