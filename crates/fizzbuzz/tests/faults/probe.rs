@@ -417,11 +417,27 @@ impl Record {
         let _ = std::fs::write(path, text);
     }
 
-    /// Changes of the probe's own topology in `[from, to)`.
-    pub(crate) fn topology_changes_between(&self, from: Instant, to: Instant) -> usize {
-        self.topology
-            .iter()
-            .filter(|(at, _)| *at >= from && *at < to)
-            .count()
+    /// Changes of the probe's own topology in `[from, to)`, leaving out the members
+    /// `ignoring`, each change with its time after `from` and the members it left.
+    pub(crate) fn topology_changes_between(
+        &self,
+        from: Instant,
+        to: Instant,
+        ignoring: &[&str],
+    ) -> Vec<(Duration, BTreeSet<String>)> {
+        let mut changes = Vec::new();
+        let mut before: Option<BTreeSet<String>> = None;
+        for (at, members) in &self.topology {
+            let now: BTreeSet<String> = members
+                .iter()
+                .filter(|m| !ignoring.contains(&m.as_str()))
+                .cloned()
+                .collect();
+            if *at >= from && *at < to && before.as_ref().is_some_and(|b| *b != now) {
+                changes.push((at.saturating_duration_since(from), now.clone()));
+            }
+            before = Some(now);
+        }
+        changes
     }
 }
