@@ -20,7 +20,7 @@ use crate::context::GrainContext;
 use crate::error::CallError;
 use crate::grain::{Code, GrainError};
 use crate::identity::{ClusterIdentity, Member, Topology};
-use crate::metrics::Metrics;
+use crate::metrics::{ClientMeters, Metrics};
 use crate::remote::{Links, pb};
 pub use crate::retry::RetryCounts;
 use crate::retry::{RetryCounters, RetryReason, retry_reason};
@@ -203,10 +203,13 @@ impl Cluster {
             options,
             idempotent,
             deadline,
+            meters: self.shared.metrics.client_meters(id.kind_arc(), method),
         };
         let Some(tracing) = self.shared.config.tracing.as_ref() else {
             check_addressing(id, method, &options.headers)?;
-            self.shared.metrics.future_started(id.kind_arc(), method);
+            if let Some(m) = &call.meters {
+                self.shared.metrics.future_started(m);
+            }
             let run = self.attempts(&call, &options.headers, None).await;
             return self.finished(&call, run, started, None);
         };
@@ -219,7 +222,9 @@ impl Cluster {
             trace::end_client(&cx, &failed, None, 0);
             return failed;
         }
-        self.shared.metrics.future_started(id.kind_arc(), method);
+        if let Some(m) = &call.meters {
+            self.shared.metrics.future_started(m);
+        }
         let run = self
             .attempts(&call, &headers, Some(&cx))
             .with_context(cx.clone())
@@ -262,12 +267,13 @@ impl Cluster {
             ),
             Err(e) => ("error", Err(e)),
         };
-        let metrics = &self.shared.metrics;
-        let kind = call.id.kind_arc();
-        metrics.future_finished(kind, call.method, run.source, outcome, took);
-        let code = result.as_ref().err().map_or(Code::Ok, CallError::code);
-        let owner = run.owner.as_ref().map(|m| m.address.as_str());
-        metrics.client_call(call.method, code, owner, took);
+        if let Some(meters) = &call.meters {
+            let metrics = &self.shared.metrics;
+            metrics.future_finished(meters, run.source, outcome, took);
+            let code = result.as_ref().err().map_or(Code::Ok, CallError::code);
+            let owner = run.owner.as_ref().map(|m| m.address.as_str());
+            metrics.client_call(meters, code, owner, took);
+        }
         if let Some(cx) = span {
             trace::end_client(cx, &result, run.owner.as_ref(), run.attempts);
         }
@@ -293,7 +299,7 @@ impl Cluster {
                 .map_or(call.deadline, |t| (Instant::now() + t).min(call.deadline));
             topology_changes.mark_unchanged();
             let (result, from, owner) = self
-                .attempt(id, method, call.payload.clone(), headers, attempt_deadline)
+                .attempt(call, call.payload.clone(), headers, attempt_deadline)
                 .await;
             if attempt == 1 {
                 source = from;
@@ -336,12 +342,12 @@ impl Cluster {
     /// which member it went to.
     async fn attempt(
         &self,
-        id: &ClusterIdentity,
-        method: &str,
+        call: &Call<'_>,
         payload: Bytes,
         headers: &HashMap<String, String>,
         deadline: Instant,
     ) -> (Result<Bytes, CallError>, &'static str, Option<Member>) {
+        let (id, method) = (call.id, call.method);
         let resolving = Instant::now();
         let (owner, hit) = {
             let view = self.shared.topology.load();
@@ -349,9 +355,9 @@ impl Cluster {
             (owner.cloned(), hit)
         };
         let source = if hit { "cache" } else { "lookup" };
-        self.shared
-            .metrics
-            .resolved(id.kind_arc(), source, resolving.elapsed());
+        if let Some(m) = &call.meters {
+            self.shared.metrics.resolved(m, source, resolving.elapsed());
+        }
         let Some(owner) = owner else {
             let kind = id.kind().to_string();
             return (Err(CallError::NoMemberHostsKind { kind }), source, None);
@@ -442,6 +448,8 @@ struct Call<'a> {
     options: &'a CallOptions,
     idempotent: bool,
     deadline: Instant,
+    /// The bound metric handles of (kind, method), when this member records metrics.
+    meters: Option<Arc<ClientMeters>>,
 }
 
 /// What a call's attempts came to: the last result, where the first attempt found the

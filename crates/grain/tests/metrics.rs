@@ -15,9 +15,9 @@ use grain::metrics::names;
 use grain::{ClusterIdentity, Node};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{
-    AsyncInstrument, AsyncInstrumentBuilder, Callback, Counter, Gauge, Histogram, HistogramBuilder,
-    InstrumentBuilder, InstrumentProvider, Meter, ObservableUpDownCounter, SyncInstrument,
-    UpDownCounter,
+    AsyncInstrument, AsyncInstrumentBuilder, BoundSyncInstrument, Callback, Counter, Gauge,
+    Histogram, HistogramBuilder, InstrumentBuilder, InstrumentProvider, Meter,
+    ObservableUpDownCounter, SyncInstrument, UpDownCounter,
 };
 
 /// One measurement: instrument, value, attributes, and the member whose meter took it
@@ -36,9 +36,20 @@ struct Recorder(Arc<Mutex<Vec<Recorded>>>, Arc<str>, Observers);
 /// by [`Recorder::collect`], as a reader runs them at export.
 type Observers = Arc<Mutex<Vec<(Instrument, Callback<i64>)>>>;
 
+#[derive(Clone)]
 struct Instrument {
     name: String,
     sink: Recorder,
+}
+
+/// A bound handle: the instrument and the attributes fixed when it was bound, as the
+/// SDK keeps them.
+struct Bound(Instrument, Vec<KeyValue>);
+
+impl<T: Into<f64> + Copy> BoundSyncInstrument<T> for Bound {
+    fn measure(&self, value: T) {
+        SyncInstrument::<T>::measure(&self.0, value, &self.1);
+    }
 }
 
 impl AsyncInstrument<i64> for Instrument {
@@ -62,6 +73,22 @@ impl<T: Into<f64> + Copy> SyncInstrument<T> for Instrument {
             ));
         }
     }
+
+    fn bind(&self, attributes: &[KeyValue]) -> Box<dyn BoundSyncInstrument<T> + Send + Sync> {
+        Box::new(Bound(self.clone(), attributes.to_vec()))
+    }
+}
+
+/// A bound handle of an integer instrument, recorded as `f64`.
+struct BoundInt(Instrument, Vec<KeyValue>);
+
+impl<T: Copy> BoundSyncInstrument<T> for BoundInt
+where
+    i128: From<T>,
+{
+    fn measure(&self, value: T) {
+        SyncInstrument::<f64>::measure(&self.0, i128::from(value) as f64, &self.1);
+    }
 }
 
 struct I64(Instrument);
@@ -69,11 +96,17 @@ impl SyncInstrument<i64> for I64 {
     fn measure(&self, value: i64, attributes: &[KeyValue]) {
         SyncInstrument::<f64>::measure(&self.0, value as f64, attributes);
     }
+    fn bind(&self, attributes: &[KeyValue]) -> Box<dyn BoundSyncInstrument<i64> + Send + Sync> {
+        Box::new(BoundInt(self.0.clone(), attributes.to_vec()))
+    }
 }
 struct U64(Instrument);
 impl SyncInstrument<u64> for U64 {
     fn measure(&self, value: u64, attributes: &[KeyValue]) {
         SyncInstrument::<f64>::measure(&self.0, value as f64, attributes);
+    }
+    fn bind(&self, attributes: &[KeyValue]) -> Box<dyn BoundSyncInstrument<u64> + Send + Sync> {
+        Box::new(BoundInt(self.0.clone(), attributes.to_vec()))
     }
 }
 

@@ -8,8 +8,16 @@
 //! node ([`crate::NodeConfig::meter`]); without one, instruments are no-ops. No global
 //! provider is read and no per-activation callback is registered: live counts are
 //! up-down counters moved at activation and passivation, so nothing leaks when grains
-//! come and go. The one count that moves twice per call, the calls queued per kind, is
-//! an atomic per hosted kind that one callback reads at export.
+//! come and go. The counts that move twice per call — the calls queued per kind and the
+//! calls in flight to peers — are atomics that one callback each reads at export.
+//!
+//! The instruments recorded on every call are *bound* to their attribute sets
+//! (OpenTelemetry's experimental bound instruments): a call looks its (kind, method)
+//! up once in a small table and records on handles the SDK resolved when the pair was
+//! first seen, so the SDK neither hashes nor sorts attributes per call. A handle is
+//! bound at its first measurement, never before, so no series is exported that was
+//! never recorded. The table holds at most [`MAX_BOUND`] pairs; past that, calls bind
+//! for themselves, which costs what an unbound record costs.
 //!
 //! Attributes stay bounded: series add `kind`, `method`, `outcome`, `peer`, `reason` or
 //! `source` — never a grain identity. Which member recorded a series is not an
@@ -17,8 +25,12 @@
 //! the binaries set it), once, rather than on every data point. [`CATALOG`] lists them all; `docs/metrics.md` is kept equal to it
 //! by a test.
 
+mod bound;
+mod catalog;
+
 use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
@@ -27,129 +39,12 @@ use opentelemetry::metrics::{
 };
 use parking_lot::Mutex;
 
+pub(crate) use bound::ClientMeters;
+use bound::{Envelopes, ReceivedMeters, Rpc, TIMEOUT, Table, outcome_index, source_index};
+pub use catalog::{CATALOG, InstrumentDef, InstrumentKind, names};
+
 use crate::grain::Code;
 use crate::identity::Member;
-
-/// The kind of an instrument.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InstrumentKind {
-    /// A monotonic sum.
-    Counter,
-    /// A sum that goes up and down.
-    UpDownCounter,
-    /// A distribution.
-    Histogram,
-    /// The last value.
-    Gauge,
-}
-
-impl InstrumentKind {
-    /// The word used in `docs/metrics.md`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InstrumentKind::Counter => "counter",
-            InstrumentKind::UpDownCounter => "updowncounter",
-            InstrumentKind::Histogram => "histogram",
-            InstrumentKind::Gauge => "gauge",
-        }
-    }
-}
-
-/// One instrument of the catalog.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InstrumentDef {
-    /// The metric name.
-    pub name: &'static str,
-    /// Counter, up-down counter, histogram or gauge.
-    pub kind: InstrumentKind,
-    /// The OpenTelemetry unit.
-    pub unit: &'static str,
-    /// The attributes of its data points.
-    pub attributes: &'static [&'static str],
-    /// What it means.
-    pub description: &'static str,
-}
-
-macro_rules! catalog {
-    ($($id:ident = $name:literal, $kind:ident, $unit:literal, [$($attr:literal),*], $desc:literal;)*) => {
-        /// Instrument names, as constants.
-        pub mod names {
-            $(
-                #[doc = $desc]
-                pub const $id: &str = $name;
-            )*
-        }
-        /// Every instrument the runtime records.
-        pub const CATALOG: &[InstrumentDef] = &[
-            $(InstrumentDef {
-                name: $name,
-                kind: InstrumentKind::$kind,
-                unit: $unit,
-                attributes: &[$($attr),*],
-                description: $desc,
-            },)*
-        ];
-    };
-}
-
-catalog! {
-    ACTOR_SPAWN = "protoactor_actor_spawn_count", Counter, "{activation}", ["kind"],
-        "Grain activations started.";
-    ACTOR_STOPPED = "protoactor_actor_stopped_count", Counter, "{activation}", ["kind"],
-        "Grain activations stopped (idle passivation, shutdown, or after a failure).";
-    ACTOR_RESTARTED = "protoactor_actor_restarted_count", Counter, "{activation}", ["kind"],
-        "Grain activations discarded after a failure, to be activated afresh by the next call.";
-    ACTOR_FAILURE = "protoactor_actor_failure_count", Counter, "{failure}", ["kind"],
-        "Panics in grain methods or activation hooks, and failed activations.";
-    ACTOR_RECEIVE = "protoactor_actor_messagereceive_duration", Histogram, "s", ["kind", "method", "outcome"],
-        "Time a grain spent handling one call.";
-    ACTOR_MAILBOX = "protoactor_actor_mailbox_length", UpDownCounter, "{call}", ["kind"],
-        "Calls waiting in activation mailboxes.";
-    DEADLETTER = "protoactor_deadletter_count", Counter, "{message}", ["reason"],
-        "Answers that found no caller (it had given up) and calls that found no activation.";
-    FUTURE_STARTED = "protoactor_future_started_count", Counter, "{call}", ["kind", "method"],
-        "Grain calls started by this member.";
-    FUTURE_COMPLETED = "protoactor_future_completed_count", Counter, "{call}", ["kind", "method", "outcome"],
-        "Grain calls that completed (with an answer or an error other than a timeout).";
-    FUTURE_TIMEDOUT = "protoactor_future_timedout_count", Counter, "{call}", ["kind", "method"],
-        "Grain calls that timed out.";
-    REMOTE_SERIALIZE = "protoremote_message_serialize_count", Counter, "{message}", ["message"],
-        "Envelopes written to peers (requests by callers, responses by callees).";
-    REMOTE_DESERIALIZE = "protoremote_message_deserialize_count", Counter, "{message}", ["message"],
-        "Envelopes read from peers.";
-    REMOTE_CONNECTED = "protoremote_endpoint_connected_count", Counter, "{connection}", ["peer"],
-        "Links to peers established.";
-    REMOTE_DISCONNECTED = "protoremote_endpoint_disconnected_count", Counter, "{connection}", ["peer", "reason"],
-        "Links to peers lost or closed.";
-    REMOTE_WRITE = "protoremote_write_duration", Histogram, "s", [],
-        "Time a batch waited for the peer stream to accept it (backpressure).";
-    CLUSTER_SPAWN = "protocluster_virtualactor_spawn_duration", Histogram, "s", ["kind"],
-        "Time to activate a grain (its activated hook).";
-    CLUSTER_REQUEST = "protocluster_virtualactor_requestasync_duration", Histogram, "s", ["kind", "method", "source", "outcome"],
-        "Duration of grain calls made by this member; source says whether the owner came from the placement cache or a lookup.";
-    CLUSTER_RETRY = "protocluster_virtualactor_requestasync_retry_count", Counter, "{retry}", ["kind", "method", "reason"],
-        "Retries of grain calls that provably did not run.";
-    CLUSTER_RESOLVE = "protocluster_resolve_pid_duration", Histogram, "s", ["kind", "source"],
-        "Time to find the member owning a grain.";
-    CLUSTER_VIRTUALACTORS = "protocluster_virtualactors", UpDownCounter, "{activation}", ["kind"],
-        "Live grain activations on this member.";
-    CLUSTER_MEMBERS = "protocluster_members_count", Gauge, "{member}", [],
-        "Members in this member's topology.";
-    TOPOLOGY_CHANGES = "grain_cluster_topology_changes_count", Counter, "{change}", [],
-        "Topology changes seen by this member.";
-    MEMBERSHIP_ERRORS = "grain_membership_errors_count", Counter, "{error}", ["operation", "reason"],
-        "Failed calls to the membership provider (register, keep_alive, watch, deregister).";
-    MEMBERSHIP_UP = "grain_membership_provider_up", Gauge, "1", [],
-        "1 while the membership provider answers, 0 while it fails (the last topology is kept).";
-    REMOTE_BATCH = "grain_remote_batch_size", Histogram, "{message}", ["message"],
-        "Envelopes per batch written to a peer.";
-    REMOTE_INFLIGHT = "grain_remote_inflight_calls", UpDownCounter, "{call}", [],
-        "Calls written to peers and not yet answered.";
-    RPC_CLIENT_DURATION = "rpc.client.call.duration", Histogram, "s", ["rpc.system.name", "rpc.method", "rpc.response.status_code", "error.type", "server.address", "server.port"],
-        "Duration of grain calls made by this member, retries included (OpenTelemetry RPC conventions; equal to the CLIENT span's duration).";
-    RPC_SERVER_DURATION = "rpc.server.call.duration", Histogram, "s", ["rpc.system.name", "rpc.method", "rpc.response.status_code", "error.type", "server.address", "server.port"],
-        "Duration of grain calls served by this member, from arrival to answer (OpenTelemetry RPC conventions; equal to the SERVER span's duration).";
-}
 
 /// Histogram boundaries for durations in seconds, 50 µs to 10 s.
 const SECONDS: &[f64] = &[
@@ -199,11 +94,21 @@ pub(crate) struct Metrics {
     membership_errors: Counter<u64>,
     membership_up: Gauge<u64>,
     batch: Histogram<u64>,
-    inflight: UpDownCounter<i64>,
+    /// The calls written to peers and not answered yet, read at export by `_inflight`.
+    inflight: Arc<AtomicI64>,
+    _inflight: ObservableUpDownCounter<i64>,
     rpc_client: Histogram<f64>,
     rpc_server: Histogram<f64>,
     /// `server.address` and `server.port` of this member, for the calls it serves.
     served_at: Vec<KeyValue>,
+    /// Bound handles of the calls this member makes, per (kind, method).
+    client: Table<ClientMeters>,
+    /// Bound handles of the calls this member serves, per (kind, method label).
+    received_by: Table<ReceivedMeters>,
+    /// Bound handles of `rpc.server.call.duration`, per method (the kind is empty).
+    served_by: Table<Rpc>,
+    /// Bound handles of the envelope counts, by message: request, response.
+    envelopes: [Envelopes; 2],
     /// Whether a meter was handed in: without one, nothing is recorded, so no call
     /// builds an attribute.
     recording: bool,
@@ -267,6 +172,7 @@ impl Metrics {
         use names::*;
         let batch_def = def(REMOTE_BATCH);
         let queued = Queued::default();
+        let inflight = Arc::new(AtomicI64::new(0));
         Self {
             spawn: counter(ACTOR_SPAWN),
             stopped: counter(ACTOR_STOPPED),
@@ -282,10 +188,7 @@ impl Metrics {
                     .with_description(d.description)
                     .with_callback(move |o| {
                         for (kind, n) in queued.lock().iter() {
-                            o.observe(
-                                n.load(std::sync::atomic::Ordering::Relaxed),
-                                &[kv("kind", kind.clone())],
-                            );
+                            o.observe(n.load(Ordering::Relaxed), &[kv("kind", kind.clone())]);
                         }
                     })
                     .build()
@@ -314,12 +217,49 @@ impl Metrics {
                 .with_description(batch_def.description)
                 .with_boundaries(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
                 .build(),
-            inflight: updown(REMOTE_INFLIGHT),
+            inflight: inflight.clone(),
+            _inflight: {
+                let d = def(REMOTE_INFLIGHT);
+                let recorded = recording;
+                meter
+                    .i64_observable_up_down_counter(d.name)
+                    .with_unit(d.unit)
+                    .with_description(d.description)
+                    .with_callback(move |o| {
+                        if recorded {
+                            o.observe(inflight.load(Ordering::Relaxed), &[]);
+                        }
+                    })
+                    .build()
+            },
             rpc_client: seconds(RPC_CLIENT_DURATION),
             rpc_server: seconds(RPC_SERVER_DURATION),
             served_at: crate::trace::address_attributes(&member.address),
+            client: Table::default(),
+            received_by: Table::default(),
+            served_by: Table::default(),
+            envelopes: Default::default(),
             recording,
         }
+    }
+
+    /// The bound handles of calls this member makes to `method` of `kind`, or `None`
+    /// when nothing is recorded. A call looks them up once and carries them.
+    pub(crate) fn client_meters(&self, kind: &Arc<str>, method: &str) -> Option<Arc<ClientMeters>> {
+        if !self.recording {
+            return None;
+        }
+        Some(self.client.get(kind, method, || ClientMeters {
+            kind: kv("kind", kind.clone()),
+            method: kv("method", Arc::<str>::from(method)),
+            rpc_method: Arc::from(method),
+            started: OnceLock::new(),
+            completed: Default::default(),
+            timedout: OnceLock::new(),
+            request: Default::default(),
+            resolve: Default::default(),
+            rpc: Rpc::default(),
+        }))
     }
 
     /// The attributes of an RPC duration: system, method, status code and error type.
@@ -341,19 +281,20 @@ impl Metrics {
     /// member it went to.
     pub(crate) fn client_call(
         &self,
-        method: &str,
+        meters: &ClientMeters,
         code: Code,
         owner: Option<&str>,
         took: Duration,
     ) {
-        if !self.recording {
-            return;
-        }
-        let at = owner
-            .map(crate::trace::address_attributes)
-            .unwrap_or_default();
-        let a = self.rpc_attrs(method, code, &at);
-        self.rpc_client.record(took.as_secs_f64(), &a);
+        meters
+            .rpc
+            .record(code, owner, took.as_secs_f64(), |code, owner| {
+                let at = owner
+                    .map(crate::trace::address_attributes)
+                    .unwrap_or_default();
+                let a = self.rpc_attrs(&meters.rpc_method, code, &at);
+                self.rpc_client.bind(&a)
+            });
     }
 
     /// A call this member served was answered with `code`.
@@ -361,8 +302,11 @@ impl Metrics {
         if !self.recording {
             return;
         }
-        let a = self.rpc_attrs(method, code, &self.served_at);
-        self.rpc_server.record(took.as_secs_f64(), &a);
+        let rpc = self.served_by.get(&Arc::from(""), method, Rpc::default);
+        rpc.record(code, None, took.as_secs_f64(), |code, _| {
+            let a = self.rpc_attrs(method, code, &self.served_at);
+            self.rpc_server.bind(&a)
+        });
     }
 
     pub(crate) fn activation_started(&self, kind: &Arc<str>) {
@@ -405,12 +349,16 @@ impl Metrics {
         if !self.recording {
             return;
         }
-        let a = [
-            kv("kind", kind.clone()),
-            kv("method", method.to_string()),
-            kv("outcome", if ok { "ok" } else { "error" }),
-        ];
-        self.receive.record(took.as_secs_f64(), &a);
+        let meters = self.received_by.get(kind, method, ReceivedMeters::default);
+        let handle = meters.by_outcome[usize::from(!ok)].get_or_init(|| {
+            let a = [
+                kv("kind", kind.clone()),
+                kv("method", method.to_string()),
+                kv("outcome", if ok { "ok" } else { "error" }),
+            ];
+            self.receive.bind(&a)
+        });
+        handle.record(took.as_secs_f64());
     }
 
     /// The count of calls queued for activations of `kind` (`protoactor_actor_mailbox_length`),
@@ -432,37 +380,50 @@ impl Metrics {
         self.deadletter.add(1, &[kv("reason", reason)]);
     }
 
-    pub(crate) fn future_started(&self, kind: &Arc<str>, method: &str) {
-        if !self.recording {
-            return;
-        }
-        let a = [kv("kind", kind.clone()), kv("method", method.to_string())];
-        self.future_started.add(1, &a);
+    pub(crate) fn future_started(&self, meters: &ClientMeters) {
+        meters
+            .started
+            .get_or_init(|| {
+                self.future_started
+                    .bind(&[meters.kind.clone(), meters.method.clone()])
+            })
+            .add(1);
     }
 
     /// Records the end of a call: its outcome, duration and where the owner came from.
     pub(crate) fn future_finished(
         &self,
-        kind: &Arc<str>,
-        method: &str,
+        meters: &ClientMeters,
         source: &'static str,
         outcome: &'static str,
         took: Duration,
     ) {
-        if !self.recording {
-            return;
-        }
-        // One allocation for the method, shared by the three data points.
-        let method: Arc<str> = method.into();
-        let (kind, method) = (kv("kind", kind.clone()), kv("method", method));
-        if outcome == "timeout" {
-            self.future_timedout.add(1, &[kind.clone(), method.clone()]);
+        let (kind, method) = (&meters.kind, &meters.method);
+        let o = outcome_index(outcome);
+        if o == TIMEOUT {
+            meters
+                .timedout
+                .get_or_init(|| self.future_timedout.bind(&[kind.clone(), method.clone()]))
+                .add(1);
         } else {
-            let a = [kind.clone(), method.clone(), kv("outcome", outcome)];
-            self.future_completed.add(1, &a);
+            meters.completed[o]
+                .get_or_init(|| {
+                    let a = [kind.clone(), method.clone(), kv("outcome", outcome)];
+                    self.future_completed.bind(&a)
+                })
+                .add(1);
         }
-        let a = [kind, method, kv("source", source), kv("outcome", outcome)];
-        self.request.record(took.as_secs_f64(), &a);
+        meters.request[source_index(source)][o]
+            .get_or_init(|| {
+                let a = [
+                    kind.clone(),
+                    method.clone(),
+                    kv("source", source),
+                    kv("outcome", outcome),
+                ];
+                self.request.bind(&a)
+            })
+            .record(took.as_secs_f64());
     }
 
     pub(crate) fn retried(&self, kind: &Arc<str>, method: &str, reason: &'static str) {
@@ -477,33 +438,47 @@ impl Metrics {
         self.retry.add(1, &a);
     }
 
-    pub(crate) fn resolved(&self, kind: &Arc<str>, source: &'static str, took: Duration) {
-        if !self.recording {
-            return;
-        }
-        let a = [kv("kind", kind.clone()), kv("source", source)];
-        self.resolve.record(took.as_secs_f64(), &a);
+    pub(crate) fn resolved(&self, meters: &ClientMeters, source: &'static str, took: Duration) {
+        meters.resolve[source_index(source)]
+            .get_or_init(|| {
+                self.resolve
+                    .bind(&[meters.kind.clone(), kv("source", source)])
+            })
+            .record(took.as_secs_f64());
+    }
+
+    /// The bound envelope counts of `message` ("request" or "response").
+    fn envelopes(&self, message: &'static str) -> &Envelopes {
+        &self.envelopes[usize::from(message != "request")]
     }
 
     pub(crate) fn serialized(&self, message: &'static str, n: u64) {
         if !self.recording {
             return;
         }
-        self.serialize.add(n, &[kv("message", message)]);
+        let a = [kv("message", message)];
+        let e = self.envelopes(message);
+        e.serialized.get_or_init(|| self.serialize.bind(&a)).add(n);
     }
 
     pub(crate) fn deserialized(&self, message: &'static str, n: u64) {
         if !self.recording {
             return;
         }
-        self.deserialize.add(n, &[kv("message", message)]);
+        let a = [kv("message", message)];
+        let e = self.envelopes(message);
+        e.deserialized
+            .get_or_init(|| self.deserialize.bind(&a))
+            .add(n);
     }
 
     pub(crate) fn batch(&self, message: &'static str, n: u64) {
         if !self.recording {
             return;
         }
-        self.batch.record(n, &[kv("message", message)]);
+        let a = [kv("message", message)];
+        let e = self.envelopes(message);
+        e.batch.get_or_init(|| self.batch.bind(&a)).record(n);
     }
 
     pub(crate) fn connected(&self, peer: &str) {
@@ -526,7 +501,7 @@ impl Metrics {
         if !self.recording {
             return;
         }
-        self.inflight.add(delta, &[]);
+        self.inflight.fetch_add(delta, Ordering::Relaxed);
     }
 
     pub(crate) fn topology(&self, members: usize) {
@@ -542,39 +517,5 @@ impl Metrics {
 
     pub(crate) fn membership_ok(&self) {
         self.membership_up.record(1, &[]);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_unique_and_follow_the_conventions() {
-        let mut seen = std::collections::HashSet::new();
-        for d in CATALOG {
-            assert!(seen.insert(d.name), "{} is listed twice", d.name);
-            assert!(
-                [
-                    "protoactor_",
-                    "protoremote_",
-                    "protocluster_",
-                    "grain_",
-                    "rpc."
-                ]
-                .iter()
-                .any(|p| d.name.starts_with(p)),
-                "{} has no known prefix",
-                d.name
-            );
-            if d.kind == InstrumentKind::Histogram && d.name.ends_with("duration") {
-                assert_eq!(d.unit, "s", "{} is a duration in seconds", d.name);
-            }
-            assert!(
-                !d.attributes.contains(&"identity"),
-                "{} carries grain identities",
-                d.name
-            );
-        }
     }
 }
