@@ -348,14 +348,15 @@ impl Cluster {
         deadline: Instant,
     ) -> (Result<Bytes, CallError>, &'static str, Option<Member>) {
         let (id, method) = (call.id, call.method);
-        let resolving = Instant::now();
+        // Timed only when recorded: two clock reads a call are worth saving.
+        let resolving = call.meters.as_ref().map(|m| (m, Instant::now()));
         let (owner, hit) = {
             let view = self.shared.topology.load();
             let (owner, hit) = view.owner_cached(id);
             (owner.cloned(), hit)
         };
         let source = if hit { "cache" } else { "lookup" };
-        if let Some(m) = &call.meters {
+        if let Some((m, resolving)) = resolving {
             self.shared.metrics.resolved(m, source, resolving.elapsed());
         }
         let Some(owner) = owner else {

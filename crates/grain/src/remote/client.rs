@@ -2,7 +2,6 @@
 //! requests into one write, matches responses to callers by correlation id, and
 //! reconnects with backoff and jitter.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -148,6 +147,10 @@ enum Ended {
     /// The stream failed; `answered` says whether any answer came on it.
     Broken { reason: String, answered: bool },
 }
+
+/// The calls written on a stream and not answered, by correlation id. Ids are
+/// this member's own sequence, so a fast hash (foldhash) is safe here.
+type Calls = hashbrown::HashMap<u64, Pending>;
 
 struct Pending {
     target: String,
@@ -359,7 +362,7 @@ impl LinkTask {
         requests: mpsc::Sender<pb::RequestBatch>,
         mut responses: tonic::Streaming<pb::ResponseBatch>,
     ) -> Ended {
-        let mut pending: HashMap<u64, Pending> = HashMap::new();
+        let mut pending = Calls::default();
         let mut next_id: u64 = 1;
         let mut staged: Option<pb::RequestBatch> = None;
         let mut staged_at = Instant::now();
@@ -369,15 +372,16 @@ impl LinkTask {
         // Stage a batch from `carry` and whatever else is queued right now.
         let stage = |this: &mut Self,
                      first: Outbound,
-                     pending: &mut HashMap<u64, Pending>,
+                     pending: &mut Calls,
                      next_id: &mut u64,
                      carry: &mut Option<Outbound>|
          -> Option<pb::RequestBatch> {
             let mut batch = Vec::new();
             let mut bytes = 0usize;
             let mut next = Some(first);
+            // One clock read a batch: the requests it takes were queued by now.
+            let now = Instant::now();
             while let Some(mut o) = next.take() {
-                let now = Instant::now();
                 if o.reply.is_closed() {
                     // The caller gave up; never send it.
                 } else if o.deadline <= now {
@@ -395,7 +399,7 @@ impl LinkTask {
                     let id = *next_id;
                     *next_id += 1;
                     o.request.correlation_id = id;
-                    o.request.timeout_micros = super::micros_until(o.deadline);
+                    o.request.timeout_micros = super::micros_between(now, o.deadline);
                     batch.push(o.request);
                     pending.insert(
                         id,
@@ -510,7 +514,7 @@ impl LinkTask {
     async fn drain(
         &self,
         responses: &mut tonic::Streaming<pb::ResponseBatch>,
-        pending: &mut HashMap<u64, Pending>,
+        pending: &mut Calls,
         news: &mut StreamNews,
     ) -> String {
         let mut sweep = tokio::time::interval(Duration::from_millis(100));
@@ -537,7 +541,7 @@ fn take_answers(
     member: &Member,
     metrics: &Metrics,
     batch: pb::ResponseBatch,
-    pending: &mut HashMap<u64, Pending>,
+    pending: &mut Calls,
     news: &mut StreamNews,
 ) {
     if batch.leaving && !news.leaving {

@@ -154,9 +154,9 @@ pub(crate) fn outcome(
     }
 }
 
-/// Timeout left until `deadline`, in microseconds for the wire (at least 1).
-pub(crate) fn micros_until(deadline: tokio::time::Instant) -> u64 {
-    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+/// Timeout left from `now` until `deadline`, in microseconds for the wire (at least 1).
+pub(crate) fn micros_between(now: tokio::time::Instant, deadline: tokio::time::Instant) -> u64 {
+    let left = deadline.saturating_duration_since(now);
     (left.as_micros().min(u64::MAX as u128) as u64).max(1)
 }
 
