@@ -248,7 +248,7 @@ impl Catalog {
             })
         );
         let label = if unknown { "unknown" } else { method.as_str() };
-        metrics.received(&kind, label, result.is_ok(), handling.elapsed());
+        metrics.received(&kind, label, result.is_ok(), handling);
         res.ctx.headers = HashMap::new();
         res.ctx.deadline = None;
         res.ctx.trace = None;

@@ -236,7 +236,7 @@ impl Catalog {
             .as_ref()
             .err()
             .map_or(tonic::Code::Ok, CallError::code);
-        self.metrics.server_call(method, code, received.elapsed());
+        self.metrics.server_call(method, code, received);
         if let Some(cx) = trace {
             crate::trace::end_server(cx, &result);
         }

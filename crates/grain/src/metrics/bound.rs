@@ -48,7 +48,7 @@ impl hashbrown::Equivalent<PairKey> for Pair<'_> {
 }
 
 impl<T> Table<T> {
-    pub(crate) fn get(&self, kind: &Arc<str>, method: &str, make: impl FnOnce() -> T) -> Arc<T> {
+    pub(crate) fn get(&self, kind: &str, method: &str, make: impl FnOnce() -> T) -> Arc<T> {
         if let Some(t) = self.map.read().get(&Pair(kind, method)) {
             return t.clone();
         }
@@ -58,7 +58,7 @@ impl<T> Table<T> {
         }
         let t = Arc::new(make());
         if map.len() < MAX_BOUND {
-            map.insert((kind.clone(), method.into()), t.clone());
+            map.insert((kind.into(), method.into()), t.clone());
         }
         t
     }

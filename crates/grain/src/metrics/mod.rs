@@ -33,6 +33,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{
     Counter, Gauge, Histogram, InstrumentProvider, Meter, ObservableUpDownCounter, UpDownCounter,
@@ -297,12 +299,13 @@ impl Metrics {
             });
     }
 
-    /// A call this member served was answered with `code`.
-    pub(crate) fn server_call(&self, method: &str, code: Code, took: Duration) {
+    /// A call this member served, which arrived at `since`, was answered with `code`.
+    pub(crate) fn server_call(&self, method: &str, code: Code, since: Instant) {
         if !self.recording {
             return;
         }
-        let rpc = self.served_by.get(&Arc::from(""), method, Rpc::default);
+        let took = since.elapsed();
+        let rpc = self.served_by.get("", method, Rpc::default);
         rpc.record(code, None, took.as_secs_f64(), |code, _| {
             let a = self.rpc_attrs(method, code, &self.served_at);
             self.rpc_server.bind(&a)
@@ -345,10 +348,12 @@ impl Metrics {
             .record(took.as_secs_f64(), &[kv("kind", kind.clone())]);
     }
 
-    pub(crate) fn received(&self, kind: &Arc<str>, method: &str, ok: bool, took: Duration) {
+    /// A grain of `kind` finished handling `method` it began at `since`.
+    pub(crate) fn received(&self, kind: &Arc<str>, method: &str, ok: bool, since: Instant) {
         if !self.recording {
             return;
         }
+        let took = since.elapsed();
         let meters = self.received_by.get(kind, method, ReceivedMeters::default);
         let handle = meters.by_outcome[usize::from(!ok)].get_or_init(|| {
             let a = [
