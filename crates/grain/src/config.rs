@@ -63,6 +63,9 @@ pub struct NodeConfig {
     /// context a grain receives still passes on to its nested calls). Nothing is read
     /// from a global.
     pub tracing: Option<crate::trace::Tracing>,
+    /// TLS between members ([`crate::tls`]); `None`: plaintext HTTP/2, for loopback
+    /// and trusted networks. Every member of a cluster must use the same.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for NodeConfig {
@@ -91,6 +94,7 @@ impl Default for NodeConfig {
             hook_timeout: Duration::from_secs(5),
             meter: None,
             tracing: None,
+            tls: None,
         }
     }
 }

@@ -56,6 +56,7 @@ pub mod identity;
 pub mod membership;
 pub mod metrics;
 pub mod node;
+pub mod tls;
 pub mod trace;
 
 pub use call::{Backoff, CallOptions};
@@ -66,4 +67,5 @@ pub use error::{CallError, StartError};
 pub use grain::{Code, Grain, GrainError, Kind};
 pub use identity::{ClusterIdentity, Member, MemberId, Topology};
 pub use node::Node;
+pub use tls::TlsConfig;
 pub use trace::Tracing;

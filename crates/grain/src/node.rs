@@ -110,6 +110,8 @@ impl Node {
         config.validate().map_err(StartError::Config)?;
         validate_kinds(&kinds).map_err(StartError::Config)?;
         let me = this_member(&config, local_addr, &kinds);
+        let tls = config.tls.as_ref().map(|t| t.build(&me.address));
+        let tls = tls.transpose().map_err(StartError::Config)?.map(Arc::new);
         let metrics = Arc::new(Metrics::new(config.meter.as_ref(), &me));
         metrics.topology(1);
         let topology = Arc::new(TopologyView::new(me.clone()));
@@ -127,6 +129,7 @@ impl Node {
             connect_timeout: config.connect_timeout,
             reconnect: config.reconnect_backoff,
             suspicion: suspicion.clone(),
+            tls: tls.clone(),
         }));
         let limits = ServerLimits {
             max_inflight_per_stream: config.max_inflight_per_peer,
@@ -159,7 +162,7 @@ impl Node {
         let inbound = Arc::new(Inbound::new(cluster.clone()));
         let leave = Arc::new(Leave::default());
         let service = RemoteService::new(inbound, limits, metrics.clone(), leave.clone());
-        let server = Server::start(listener, service, config.max_message_bytes);
+        let server = Server::start(listener, service, config.max_message_bytes, tls);
 
         let (stop, _) = watch::channel(false);
         let readiness = Arc::new(Readiness::default());

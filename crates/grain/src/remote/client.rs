@@ -9,34 +9,12 @@ use futures::StreamExt;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::metadata::MetadataValue;
-use tonic::transport::Endpoint;
 
-use super::{HDR_ADDRESS, HDR_CLUSTER, HDR_MEMBER_ID, HDR_PROTOCOL, pb};
-use crate::call::Backoff;
+use super::connect::LinkConfig;
+use super::pb;
 use crate::error::CallError;
-use crate::identity::{Member, MemberId};
+use crate::identity::Member;
 use crate::metrics::Metrics;
-use crate::suspicion::Suspicion;
-use std::sync::Arc;
-
-/// Settings shared by all links of a member.
-#[derive(Clone, Debug)]
-pub(crate) struct LinkConfig {
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) cluster: String,
-    pub(crate) member_id: MemberId,
-    pub(crate) address: String,
-    pub(crate) queue: usize,
-    pub(crate) max_batch: usize,
-    pub(crate) max_batch_bytes: usize,
-    pub(crate) max_message_bytes: usize,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) reconnect: Backoff,
-    /// Where a refused connection is reported (and an answer ends a suspicion).
-    pub(crate) suspicion: Arc<Suspicion>,
-}
 
 type ReplyTx = oneshot::Sender<Result<Bytes, CallError>>;
 
@@ -207,7 +185,7 @@ impl LinkTask {
                 self.close_and_fail_queued("the member left the cluster");
                 return;
             };
-            let reason = match self.connect().await {
+            let reason = match super::connect::open(&self.config, &self.member).await {
                 Ok((requests, responses)) => {
                     self.config.suspicion.answered(&self.member);
                     if failures > 0 {
@@ -277,82 +255,6 @@ impl LinkTask {
             self.close_and_fail_queued("the member left the cluster");
         }
         closed
-    }
-
-    async fn connect(
-        &self,
-    ) -> Result<
-        (
-            mpsc::Sender<pb::RequestBatch>,
-            tonic::Streaming<pb::ResponseBatch>,
-        ),
-        String,
-    > {
-        let uri = format!("http://{}", self.member.address);
-        let endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|e| format!("invalid peer address {uri}: {e}"))?
-            .connect_timeout(self.config.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .initial_stream_window_size(Some(4 << 20))
-            .initial_connection_window_size(Some(8 << 20));
-        let channel = tokio::time::timeout(self.config.connect_timeout, endpoint.connect())
-            .await
-            .map_err(|_| format!("connecting to {uri} timed out"))?
-            .map_err(|e| format!("connecting to {uri} failed: {e}"))?;
-        let mut client = pb::remote_client::RemoteClient::new(channel)
-            .max_decoding_message_size(self.config.max_message_bytes)
-            .max_encoding_message_size(self.config.max_message_bytes);
-        let (tx, rx) = mpsc::channel::<pb::RequestBatch>(4);
-        let mut request = tonic::Request::new(ReceiverStream::new(rx));
-        let md = request.metadata_mut();
-        let meta =
-            |v: &str| MetadataValue::try_from(v).map_err(|e| format!("bad metadata {v:?}: {e}"));
-        md.insert(HDR_CLUSTER, meta(&self.config.cluster)?);
-        md.insert(HDR_MEMBER_ID, meta(self.config.member_id.as_str())?);
-        md.insert(HDR_ADDRESS, meta(&self.config.address)?);
-        md.insert(HDR_PROTOCOL, MetadataValue::from(super::PROTOCOL_VERSION));
-        let response = tokio::time::timeout(self.config.connect_timeout, client.open(request))
-            .await
-            .map_err(|_| format!("handshake with {uri} timed out"))?
-            .map_err(|status| {
-                if status.code() == tonic::Code::FailedPrecondition {
-                    tracing::error!(peer = %self.member.id, address = %self.member.address,
-                        "peer refused this member: {}", status.message());
-                }
-                format!("peer refused the connection: {}", status.message())
-            })?;
-        let md = response.metadata();
-        let their_cluster = md
-            .get(HDR_CLUSTER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let their_id = md
-            .get(HDR_MEMBER_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if their_cluster != self.config.cluster {
-            let msg = format!(
-                "cluster mismatch: {} answers for cluster '{their_cluster}', this member belongs to '{}'",
-                self.member.address, self.config.cluster
-            );
-            tracing::error!(peer = %self.member.id, "{msg}");
-            return Err(msg);
-        }
-        if their_id != self.member.id.as_str() {
-            return Err(format!(
-                "{} is now member '{their_id}', not '{}'",
-                self.member.address, self.member.id
-            ));
-        }
-        if let Err(msg) = super::check_protocol(md.get(HDR_PROTOCOL).map(|v| v.to_str()), "callee")
-        {
-            let msg = format!("{}: {msg}", self.member.address);
-            tracing::error!(peer = %self.member.id, "{msg}");
-            return Err(msg);
-        }
-        Ok((tx, response.into_inner()))
     }
 
     /// Runs one connected stream until it breaks or the link is closed.

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::client::{LinkConfig, PeerLink};
+use super::client::PeerLink;
+use super::connect::LinkConfig;
 use crate::identity::{Member, MemberId};
 use crate::topology::TopologyView;
 
@@ -134,6 +135,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             reconnect: Backoff::default(),
             suspicion,
+            tls: None,
         })
     }
 

@@ -19,10 +19,11 @@
 //! capped in size at both ends.
 
 mod client;
+mod connect;
 mod links;
 mod server;
 
-pub(crate) use client::LinkConfig;
+pub(crate) use connect::LinkConfig;
 pub(crate) use links::Links;
 pub(crate) use server::{Dispatch, Leave, RemoteService, ResponseSink, Server, ServerLimits};
 

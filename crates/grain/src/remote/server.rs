@@ -344,29 +344,44 @@ pub(crate) struct Server {
 
 impl Server {
     /// Serves `service` on `listener` (HTTP/2 keep-alives, large flow-control windows,
-    /// `TCP_NODELAY`), with messages up to `max_message_bytes` either way.
+    /// `TCP_NODELAY`), with messages up to `max_message_bytes` either way; over TLS
+    /// when `tls` is set (handshakes done by [`crate::tls`]).
     pub(crate) fn start(
         listener: tokio::net::TcpListener,
         service: RemoteService,
         max_message_bytes: usize,
+        tls: Option<Arc<crate::tls::Tls>>,
     ) -> Self {
         let service = pb::remote_server::RemoteServer::new(service)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let builder = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+            .initial_stream_window_size(Some(4 << 20))
+            .initial_connection_window_size(Some(8 << 20));
+        let shutdown = async {
+            let _ = stopped.await;
+        };
         let task = tokio::spawn(async move {
-            let result = tonic::transport::Server::builder()
-                .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
-                .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
-                .initial_stream_window_size(Some(4 << 20))
-                .initial_connection_window_size(Some(8 << 20))
-                // One service, served directly: no router (and no web framework).
-                .serve_with_incoming_shutdown(service, incoming, async {
-                    let _ = stopped.await;
-                })
-                .await;
+            let builder = builder;
+            // One service, served directly: no router (and no web framework).
+            let result = match tls {
+                Some(tls) => {
+                    let incoming = tls.incoming(listener);
+                    builder
+                        .serve_with_incoming_shutdown(service, incoming, shutdown)
+                        .await
+                }
+                None => {
+                    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                        .with_nodelay(Some(true));
+                    builder
+                        .serve_with_incoming_shutdown(service, incoming, shutdown)
+                        .await
+                }
+            };
             if let Err(e) = result {
                 tracing::error!("gRPC server failed: {e}");
             }

@@ -1,6 +1,7 @@
 //! Shared test grains and a three-member cluster over real tonic on loopback.
 #![allow(dead_code, missing_docs, unreachable_pub)]
 
+pub mod certs;
 pub mod proxy;
 
 use std::sync::Arc;
