@@ -206,6 +206,8 @@ enum Command {
     /// Start a dev agent (or use --consul-addr), the fizz, buzz and client nodes, and
     /// print the client's output; exits with the client's status.
     Up(UpArgs),
+    /// Make a CA and a member certificate it signs, for --tls-cert/--tls-key/--tls-ca.
+    Certs(crate::certs::CertsArgs),
     /// Run the Consul-compatible dev agent alone.
     Agent(AgentArgs),
     /// Run a fizz node (as the `fizz` binary does).
@@ -241,6 +243,16 @@ pub fn fizzbuzz_main() -> ExitCode {
             agent(&args, shutdown_signal()).await?;
             Ok(exit::OK)
         }),
+        Command::Certs(args) => match crate::certs::certs(&args) {
+            Ok(done) => {
+                print!("{done}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        },
         Command::Fizz(args) => host(Role::Fizz, args),
         Command::Buzz(args) => host(Role::Buzz, args),
         Command::Client(command) => client(command),

@@ -36,6 +36,13 @@ pub const ENV_PROBE: &str = "FIZZBUZZ_PROBE";
 /// `FIZZBUZZ_NEW_RELIC_REGION`: `us` or `eu` (`--new-relic-region`).
 pub const ENV_NEW_RELIC_REGION: &str = "FIZZBUZZ_NEW_RELIC_REGION";
 
+/// `FIZZBUZZ_TLS_CERT`: this member's certificate chain, PEM (`--tls-cert`).
+pub const ENV_TLS_CERT: &str = "FIZZBUZZ_TLS_CERT";
+/// `FIZZBUZZ_TLS_KEY`: this member's private key, PEM (`--tls-key`).
+pub const ENV_TLS_KEY: &str = "FIZZBUZZ_TLS_KEY";
+/// `FIZZBUZZ_TLS_CA`: the CA that signs every member's certificate, PEM (`--tls-ca`).
+pub const ENV_TLS_CA: &str = "FIZZBUZZ_TLS_CA";
+
 /// The role of a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -79,6 +86,8 @@ pub struct NodeSetup {
     pub meter: Option<opentelemetry::metrics::Meter>,
     /// The tracer and propagator for the runtime's spans, when traces are exported.
     pub tracing: Option<grain::Tracing>,
+    /// TLS between members, read and checked against `address`.
+    pub tls: Option<grain::TlsConfig>,
 }
 
 impl NodeSetup {
@@ -91,15 +100,18 @@ impl NodeSetup {
         let listener = std::net::TcpListener::bind(common.bind).map_err(cannot)?;
         listener.set_nonblocking(true).map_err(cannot)?;
         let local = listener.local_addr().map_err(cannot)?;
+        let address = common
+            .advertise
+            .clone()
+            .unwrap_or_else(|| local.to_string());
+        let tls = common.tls.load(&address)?;
         Ok(Self {
             member_id: MemberId::random(role.name()),
             listener: std::sync::Mutex::new(Some(listener)),
-            address: common
-                .advertise
-                .clone()
-                .unwrap_or_else(|| local.to_string()),
+            address,
             meter: None,
             tracing: None,
+            tls,
         })
     }
 
@@ -155,9 +167,71 @@ pub struct CommonArgs {
     /// small machine often answer faster with 1.
     #[arg(long, env = ENV_WORKERS, value_parser = parse_workers)]
     pub workers: Option<usize>,
+    /// TLS between members.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Metrics, traces and logs export (OTLP/HTTP).
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+}
+
+/// TLS between members: files, read when the node starts.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsArgs {
+    /// This member's certificate chain (PEM), for TLS between members. It must name
+    /// the host of the advertised address (a DNS or IP subject alternative name).
+    /// Off by default: plaintext, for loopback and trusted networks.
+    #[arg(long, env = ENV_TLS_CERT, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// This member's private key (PEM), for --tls-cert.
+    #[arg(long, env = ENV_TLS_KEY, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// The CA (PEM) that signs every member's certificate: with it, mutual TLS (a peer
+    /// must present a certificate this CA signed, and only it is trusted); without it,
+    /// peers are verified against the system's roots.
+    #[arg(long, env = ENV_TLS_CA, requires = "tls_cert")]
+    pub tls_ca: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    /// Reads the files and checks them for a member advertised at `address`; `None`
+    /// when TLS is off. Errors name the option and the file.
+    pub fn load(&self, address: &str) -> Result<Option<grain::TlsConfig>, AppError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let read = |flag: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| {
+                AppError::Usage(format!("{flag} {}: cannot read it: {e}", path.display()))
+            })
+        };
+        let mut tls = grain::TlsConfig::new(read("--tls-cert", cert)?, read("--tls-key", key)?);
+        if let Some(ca) = &self.tls_ca {
+            tls = tls.with_ca(read("--tls-ca", ca)?);
+        }
+        tls.check(address).map_err(|e| {
+            let files = [Some(cert), Some(key), self.tls_ca.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            AppError::Usage(format!(
+                "invalid option (--tls-cert/--tls-key/--tls-ca: {files}): {e}"
+            ))
+        })?;
+        Ok(Some(tls))
+    }
+
+    /// The same options as the environment variables their flags read, for a child.
+    pub fn to_env(&self) -> Vec<(&'static str, Option<String>)> {
+        let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        vec![
+            (ENV_TLS_CERT, path(&self.tls_cert)),
+            (ENV_TLS_KEY, path(&self.tls_key)),
+            (ENV_TLS_CA, path(&self.tls_ca)),
+        ]
+    }
 }
 
 /// `key=value` headers (`k=v,k2=v2` allowed) from the command line or
@@ -286,6 +360,7 @@ impl CommonArgs {
             advertise: self.advertise.clone(),
             meter: setup.meter.clone(),
             tracing: setup.tracing.clone(),
+            tls: setup.tls.clone(),
             ..NodeConfig::default()
         };
         config.validate().map_err(|e| {

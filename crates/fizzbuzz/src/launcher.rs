@@ -14,7 +14,7 @@ use tokio::process::{Child, Command};
 use crate::AppError;
 use crate::client::ClientArgs;
 use crate::config::{
-    ENV_CLUSTER, ENV_LOG, ENV_LOG_FORMAT, ENV_WORKERS, ExportArgs, Role, parse_log_format,
+    ENV_CLUSTER, ENV_LOG, ENV_LOG_FORMAT, ENV_WORKERS, ExportArgs, Role, TlsArgs, parse_log_format,
     parse_workers,
 };
 use crate::process::ENV_PARENT_PID;
@@ -40,6 +40,9 @@ pub struct UpArgs {
     /// fastest setting `fizzbuzz bench` found when the nodes share a machine.
     #[arg(long, env = ENV_WORKERS, value_parser = parse_workers)]
     pub workers: Option<usize>,
+    /// TLS between the three nodes (their certificates must name 127.0.0.1).
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Metrics export of every node (each is named after its role: fizz, buzz, client).
     #[command(flatten)]
     pub export: ExportArgs,
@@ -134,6 +137,7 @@ fn child_env(role: Role, args: &UpArgs, consul_addr: &str) -> Vec<(&'static str,
         (ENV_LOG_FORMAT, Some(args.log_format.to_string())),
         (ENV_WORKERS, Some(args.workers_per_node().to_string())),
     ];
+    env.extend(args.tls.to_env());
     env.extend(args.export.to_env());
     if role == Role::Client {
         env.extend(args.client.to_env());
@@ -201,6 +205,8 @@ pub async fn up(args: &UpArgs, stop: impl Future<Output = ()>) -> Result<u8, App
     .validate()
     .map_err(|e| AppError::Usage(format!("--cluster: {e}")))?;
     args.export.config(None)?;
+    // The children listen on loopback and advertise 127.0.0.1.
+    args.tls.load("127.0.0.1:0")?;
     if let Some(a) = &args.consul_addr {
         grain_consul::ConsulConfig {
             address: a.clone(),

@@ -20,6 +20,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod bench;
+pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -566,3 +566,127 @@ async fn up_configures_its_nodes_through_their_environment_only() {
     );
     let _ = tokio::time::timeout(Duration::from_secs(30), up.wait()).await;
 }
+
+/// `fizzbuzz certs` into a fresh directory; returns it (kept while it lives).
+async fn certs(hosts: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut c = command(FIZZBUZZ);
+    c.arg("certs").arg("--dir").arg(dir.path());
+    for h in hosts {
+        c.args(["--host", h]);
+    }
+    let out = output(c, Duration::from_secs(30)).await;
+    assert_success(&out);
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fizzbuzz_up_over_mutual_tls_prints_the_reference_sequence() {
+    let dir = certs(&["127.0.0.1"]).await;
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let mut c = command(FIZZBUZZ);
+    c.args(["up", "--count", "1000", "--log-level", "info"])
+        .args([
+            "--tls-cert",
+            &file("member.pem"),
+            "--tls-key",
+            &file("member-key.pem"),
+        ])
+        .args(["--tls-ca", &file("ca.pem")]);
+    let out = output(c, Duration::from_secs(120)).await;
+    assert_success(&out);
+    assert_reference(&out.stdout, 1000);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("refused a connection"), "{stderr}");
+    let started: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("node started"))
+        .collect();
+    assert_eq!(started.len(), 3, "{stderr}");
+    assert!(
+        started
+            .iter()
+            .all(|l| l.contains("tls=\"mutual\"") || l.contains("tls=mutual")),
+        "{started:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tls_settings_exit_64_before_starting_naming_them() {
+    let dir = certs(&["127.0.0.1"]).await;
+    let other = certs(&["127.0.0.1"]).await;
+    let file = |d: &tempfile::TempDir, name: &str| d.path().join(name).display().to_string();
+    let (cert, key) = (file(&dir, "member.pem"), file(&dir, "member-key.pem"));
+    let other_key = file(&other, "member-key.pem");
+    let missing = file(&dir, "missing.pem");
+    let table: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            FIZZ,
+            vec!["--tls-cert", &cert, "--tls-key", &other_key],
+            "does not match",
+        ),
+        (
+            FIZZ,
+            vec!["--tls-cert", &cert, "--tls-key", &key, "--tls-ca", &key],
+            "holds no certificate",
+        ),
+        (
+            FIZZ,
+            vec!["--tls-cert", &missing, "--tls-key", &key],
+            "--tls-cert",
+        ),
+        (
+            BUZZ,
+            vec![
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+                "--advertise",
+                "buzz.example:7000",
+            ],
+            "does not name",
+        ),
+        (
+            FIZZBUZZ,
+            vec![
+                "up",
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+                "--tls-ca",
+                &missing,
+            ],
+            "--tls-ca",
+        ),
+        (CLIENT, vec!["--tls-cert", &cert], "--tls-key"),
+        (
+            FIZZBUZZ,
+            vec![
+                "certs",
+                "--dir",
+                dir.path().to_str().unwrap_or("."),
+                "--host",
+                "localhost",
+            ],
+            "--force",
+        ),
+        (
+            FIZZBUZZ,
+            vec!["certs", "--dir", &missing, "--host", "not a host"],
+            "--host",
+        ),
+    ];
+    for (program, args, named) in &table {
+        let mut c = command(program);
+        c.args(args);
+        let out = output(c, Duration::from_secs(30)).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{program} {args:?}: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "{program} {args:?} should name {named}: {stderr}"
+        );
+    }
+}

@@ -184,8 +184,8 @@ impl Node {
         tasks.push(tokio::spawn(suspicion.reprobe(stop.subscribe())));
         let catalog = cluster.shared.catalog.clone();
         tasks.push(tokio::spawn(catalog.sweep_idle(stop.subscribe())));
-        tracing::info!(member = %me.id, address = %me.address,
-            cluster = %config.cluster_name, kinds = ?me.kinds, "node started");
+        tracing::info!(member = %me.id, address = %me.address, cluster = %config.cluster_name,
+            kinds = ?me.kinds, tls = crate::tls::mode(config.tls.as_ref()), "node started");
         Ok(Node {
             cluster,
             local_addr,

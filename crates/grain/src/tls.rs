@@ -173,6 +173,15 @@ impl TlsConfig {
     }
 }
 
+/// `off`, `on` (one-way) or `mutual`, for logs.
+pub(crate) fn mode(tls: Option<&TlsConfig>) -> &'static str {
+    match tls {
+        None => "off",
+        Some(t) if t.is_mutual() => "mutual",
+        Some(_) => "on",
+    }
+}
+
 /// The certificates of a PEM file; `what` names it in the error.
 fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_slice_iter(pem)
