@@ -105,6 +105,8 @@ impl NodeSetup {
             .clone()
             .unwrap_or_else(|| local.to_string());
         let tls = common.tls.load(&address)?;
+        // Checked now, before anything starts: the Consul settings (TLS files included).
+        common.membership(role)?;
         Ok(Self {
             member_id: MemberId::random(role.name()),
             listener: std::sync::Mutex::new(Some(listener)),
@@ -139,9 +141,14 @@ pub struct CommonArgs {
     /// Consul agent address (`host:port` or `http://host:port`).
     #[arg(long, env = grain_consul::config::ENV_HTTP_ADDR, default_value = grain_consul::config::DEFAULT_HTTP_ADDR)]
     pub consul_addr: String,
-    /// Consul ACL token, sent as X-Consul-Token (never printed).
+    /// Consul ACL token, sent as X-Consul-Token (never printed). Prefer
+    /// CONSUL_HTTP_TOKEN or --consul-token-file: command lines are visible to other
+    /// users.
     #[arg(long, env = grain_consul::config::ENV_HTTP_TOKEN, hide_env_values = true)]
     pub consul_token: Option<Token>,
+    /// Consul ACL token file and HTTPS to the agent.
+    #[command(flatten)]
+    pub consul: crate::consul_tls::ConsulTlsArgs,
     /// Consul datacenter to query (default: the agent's).
     #[arg(long, env = grain_consul::config::ENV_DATACENTER)]
     pub datacenter: Option<String>,
@@ -375,13 +382,16 @@ impl CommonArgs {
     pub fn membership(&self, role: Role) -> Result<ConsulMembership, AppError> {
         let config = ConsulConfig {
             address: self.consul_addr.clone(),
-            token: self.consul_token.clone().filter(|t| !t.expose().is_empty()),
+            token: self.consul.token(self.consul_token.as_ref())?,
+            tls: self.consul.tls(),
             datacenter: self.datacenter.clone().filter(|d| !d.is_empty()),
             role: role.name().into(),
             ..ConsulConfig::default()
         };
         ConsulMembership::new(&self.cluster, config).map_err(|e| {
-            AppError::Usage(format!("invalid option (--consul-addr/--datacenter): {e}"))
+            AppError::Usage(format!(
+                "invalid option (--consul-addr/--datacenter/the Consul TLS settings): {e}"
+            ))
         })
     }
 }

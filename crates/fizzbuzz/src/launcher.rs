@@ -71,21 +71,68 @@ pub struct AgentArgs {
     /// Allow a non-loopback address (the dev agent has no real security).
     #[arg(long)]
     pub allow_non_loopback: bool,
-    /// Require this ACL token on every request.
+    /// Require this ACL token on every request. Prefer GRAIN_DEV_AGENT_TOKEN or
+    /// --token-file: command lines are visible to other users.
     #[arg(long, env = "GRAIN_DEV_AGENT_TOKEN", hide_env_values = true)]
     pub token: Option<Token>,
+    /// A file holding the ACL token to require.
+    #[arg(long, env = "GRAIN_DEV_AGENT_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate (PEM) instead of HTTP.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// With --tls-cert: clients must present a certificate this CA (PEM) signed, as
+    /// Consul's verify_incoming asks.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl AgentArgs {
+    /// The dev agent's settings; errors name the option.
+    fn config(&self) -> Result<DevAgentConfig, AppError> {
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|e| AppError::Usage(format!("{flag} {}: {e}", path.display())))
+        };
+        let token = match &self.token_file {
+            Some(file) => Some(
+                Token::from_file(file)
+                    .map_err(|e| AppError::Usage(format!("--token-file: {e}")))?,
+            ),
+            None => self.token.clone().filter(|t| !t.expose().is_empty()),
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(grain_consul::DevAgentTls {
+                cert_pem: read("--tls-cert", cert)?,
+                key_pem: read("--tls-key", key)?,
+                client_ca_pem: self
+                    .tls_client_ca
+                    .as_ref()
+                    .map(|ca| read("--tls-client-ca", ca))
+                    .transpose()?,
+            }),
+            _ => None,
+        };
+        Ok(DevAgentConfig {
+            bind: self.bind,
+            allow_non_loopback: self.allow_non_loopback,
+            token,
+            tls,
+            ..DevAgentConfig::default()
+        })
+    }
 }
 
 /// Runs the dev agent until `stop` resolves.
 pub async fn agent(args: &AgentArgs, stop: impl Future<Output = ()>) -> Result<(), AppError> {
-    let config = DevAgentConfig {
-        bind: args.bind,
-        allow_non_loopback: args.allow_non_loopback,
-        token: args.token.clone().filter(|t| !t.expose().is_empty()),
-        ..DevAgentConfig::default()
-    };
-    let agent = DevAgent::start(config).await.map_err(|e| match e {
+    let agent = DevAgent::start(args.config()?).await.map_err(|e| match e {
         grain_consul::DevAgentError::NotLoopback(_) => AppError::Usage(format!("--bind: {e}")),
+        grain_consul::DevAgentError::Tls(_) => {
+            AppError::Usage(format!("--tls-cert/--tls-key: {e}"))
+        }
         other => AppError::Failed(other.to_string()),
     })?;
     println!("listening on {}", agent.http_addr());
@@ -137,6 +184,10 @@ fn child_env(role: Role, args: &UpArgs, consul_addr: &str) -> Vec<(&'static str,
         (ENV_LOG_FORMAT, Some(args.log_format.to_string())),
         (ENV_WORKERS, Some(args.workers_per_node().to_string())),
     ];
+    if args.consul_addr.is_none() {
+        // Its own dev agent speaks plain HTTP.
+        env.push((grain_consul::tls::ENV_HTTP_SSL, None));
+    }
     env.extend(args.tls.to_env());
     env.extend(args.export.to_env());
     if role == Role::Client {

@@ -24,6 +24,7 @@ pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod consul_tls;
 pub mod grains;
 pub mod health;
 pub mod launcher;

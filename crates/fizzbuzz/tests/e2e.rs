@@ -380,7 +380,27 @@ async fn a_bad_option_is_a_usage_error_that_names_it() {
         (CLIENT, &["--format", "xml"], "--format"),
         (FIZZ, &["--bind", "nowhere"], "--bind"),
         (FIZZ, &["--bind", "0.0.0.0:0"], "advertise"),
-        (BUZZ, &["--consul-addr", "https://consul:8501"], "https"),
+        (BUZZ, &["--consul-addr", "ftp://consul:8501"], "https://"),
+        (
+            BUZZ,
+            &["--consul-ssl-verify", "maybe"],
+            "CONSUL_HTTP_SSL_VERIFY",
+        ),
+        (
+            BUZZ,
+            &[
+                "--consul-addr",
+                "https://127.0.0.1:1",
+                "--consul-ca-file",
+                "/nonexistent/ca.pem",
+            ],
+            "CONSUL_CACERT",
+        ),
+        (
+            FIZZBUZZ,
+            &["agent", "--token-file", "/nonexistent/token"],
+            "--token-file",
+        ),
         (FIZZBUZZ, &["up", "--concurrency", "0"], "--concurrency"),
         (FIZZ, &["--workers", "0"], "--workers"),
         (FIZZBUZZ, &["up", "--workers", "many"], "--workers"),
@@ -689,4 +709,68 @@ async fn bad_tls_settings_exit_64_before_starting_naming_them() {
             "{program} {args:?} should name {named}: {stderr}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_through_an_https_agent_verified_with_consul_cacert_and_a_token_file() {
+    let dir = certs(&["127.0.0.1"]).await;
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "e2e-agent-token\n").unwrap_or_else(|e| panic!("{e}"));
+    let mut c = command(FIZZBUZZ);
+    c.env("GRAIN_DEV_AGENT_TOKEN_FILE", &token_file);
+    let tls = [
+        "--tls-cert",
+        &file("member.pem"),
+        "--tls-key",
+        &file("member-key.pem"),
+    ];
+    let (agent, consul) = common::start_agent_with(c, &tls).await;
+    assert!(consul.starts_with("https://127.0.0.1:"), "{consul}");
+    let tls_node = |program: &str| {
+        let mut c = command(program);
+        c.env("CONSUL_HTTP_ADDR", &consul)
+            .env("CONSUL_CACERT", file("ca.pem"))
+            .env("CONSUL_HTTP_TOKEN_FILE", &token_file);
+        c
+    };
+    let spawn = |mut c: Command| {
+        c.stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let fizz = spawn(tls_node(FIZZ));
+    let buzz = spawn(tls_node(BUZZ));
+    let mut c = tls_node(CLIENT);
+    c.args(["--count", "200"]);
+    let out = output(c, Duration::from_secs(60)).await;
+    assert_success(&out);
+    assert_reference(&out.stdout, 200);
+
+    // Without the CA, the agent's certificate is not trusted: a clear error, exit 1.
+    let mut c = tls_node(CLIENT);
+    c.env_remove("CONSUL_CACERT")
+        .args(["--count", "1", "--wait-timeout", "2s"]);
+    let out = output(c, Duration::from_secs(60)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
+    // Without the token, the agent refuses the node.
+    let mut c = tls_node(CLIENT);
+    c.env_remove("CONSUL_HTTP_TOKEN_FILE")
+        .args(["--count", "1", "--wait-timeout", "2s"]);
+    let out = output(c, Duration::from_secs(60)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("403") || stderr.contains("ACL"), "{stderr}");
+    // A boolean Consul variable that is not one: exit 64 naming it.
+    let mut c = tls_node(CLIENT);
+    c.env("CONSUL_HTTP_SSL_VERIFY", "maybe")
+        .args(["--count", "1"]);
+    let out = output(c, Duration::from_secs(30)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("CONSUL_HTTP_SSL_VERIFY"), "{stderr}");
+    stop_all(vec![(fizz, "fizz"), (buzz, "buzz"), (agent, "the agent")]).await;
 }

@@ -9,7 +9,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
+
 use crate::config::Token;
+use crate::tls::ConsulTls;
 
 /// Why a request to Consul failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,20 +70,45 @@ pub(crate) fn encode(s: &str) -> String {
 
 #[derive(Clone)]
 pub(crate) struct ConsulClient {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     base: String,
     token: Option<Token>,
 }
 
 impl ConsulClient {
-    pub(crate) fn new(base: String, token: Option<Token>) -> Self {
+    /// A client of the agent at `base` (`http://…` or `https://…`, HTTPS set up as
+    /// `tls` says); errors name the TLS setting that is wrong.
+    pub(crate) fn new(base: String, token: Option<Token>, tls: &ConsulTls) -> Result<Self, String> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.enforce_http(false);
+        let https = base.starts_with("https://");
+        let config = if https {
+            tls.client_config()?
+        } else {
+            // Never used for an http:// agent; no file is read.
+            ConsulTls {
+                verify: false,
+                ..ConsulTls::default()
+            }
+            .client_config()?
+        };
+        let builder = HttpsConnectorBuilder::new().with_tls_config(config);
+        let builder = if https {
+            builder.https_only()
+        } else {
+            builder.https_or_http()
+        };
+        let builder = match tls.server_name()? {
+            Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
+            None => builder,
+        };
+        let connector = builder.enable_http1().wrap_connector(connector);
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Self { http, base, token }
+        Ok(Self { http, base, token })
     }
 
     pub(crate) fn base(&self) -> &str {
@@ -107,7 +135,15 @@ impl ConsulClient {
             .method(method)
             .uri(format!("{}{path_and_query}", self.base));
         if let Some(t) = &self.token {
-            req = req.header("X-Consul-Token", t.expose());
+            // Marked sensitive: kept out of `Debug` and of HTTP/2 header compression.
+            let mut value = http::HeaderValue::from_str(t.expose()).map_err(|_| {
+                ConsulError::InvalidRequest(format!(
+                    "{what}: the ACL token holds characters an HTTP header cannot carry \
+                     (check CONSUL_HTTP_TOKEN)"
+                ))
+            })?;
+            value.set_sensitive(true);
+            req = req.header("X-Consul-Token", value);
         }
         if body.is_some() {
             req = req.header("Content-Type", "application/json");

@@ -9,6 +9,9 @@ use std::time::Duration;
 pub const ENV_HTTP_ADDR: &str = "CONSUL_HTTP_ADDR";
 /// `CONSUL_HTTP_TOKEN`: the ACL token, sent as `X-Consul-Token`.
 pub const ENV_HTTP_TOKEN: &str = "CONSUL_HTTP_TOKEN";
+/// `CONSUL_HTTP_TOKEN_FILE`: a file holding the ACL token (what `CONSUL_HTTP_TOKEN`
+/// would hold; that one wins when both are set).
+pub const ENV_HTTP_TOKEN_FILE: &str = "CONSUL_HTTP_TOKEN_FILE";
 /// `CONSUL_DATACENTER`: the datacenter to query (default: the agent's own).
 pub const ENV_DATACENTER: &str = "CONSUL_DATACENTER";
 
@@ -23,6 +26,18 @@ impl Token {
     /// Wraps a secret.
     pub fn new(secret: impl Into<String>) -> Self {
         Self(secret.into())
+    }
+
+    /// The token in `path` (surrounding whitespace trimmed), as Consul reads
+    /// `CONSUL_HTTP_TOKEN_FILE`. The error names the file, never what it holds.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("the token file {}: cannot read it: {e}", path.display()))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(format!("the token file {} is empty", path.display()));
+        }
+        Ok(Self::new(token))
     }
 
     /// The secret itself, for the one place that sends it.
@@ -75,6 +90,8 @@ pub struct ConsulConfig {
     pub role: String,
     /// The software version, registered as metadata.
     pub version: String,
+    /// HTTPS to the agent ([`crate::tls`]: Consul's own `CONSUL_*` TLS variables).
+    pub tls: crate::tls::ConsulTls,
 }
 
 impl Default for ConsulConfig {
@@ -89,27 +106,36 @@ impl Default for ConsulConfig {
             request_timeout: Duration::from_secs(5),
             role: "member".into(),
             version: env!("CARGO_PKG_VERSION").into(),
+            tls: crate::tls::ConsulTls::default(),
         }
     }
 }
 
 impl ConsulConfig {
-    /// Defaults, overridden by `CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN` and
-    /// `CONSUL_DATACENTER` when set and not empty.
-    pub fn from_env() -> Self {
+    /// Defaults, overridden by `CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN` (or the file
+    /// `CONSUL_HTTP_TOKEN_FILE` names), `CONSUL_DATACENTER` and Consul's TLS variables
+    /// ([`crate::tls`]) when set and not empty. Errors name the variable.
+    pub fn from_env() -> Result<Self, String> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let mut c = Self::default();
         if let Some(a) = var(ENV_HTTP_ADDR) {
             c.address = a;
         }
-        c.token = var(ENV_HTTP_TOKEN).map(Token::new);
+        c.token = match (var(ENV_HTTP_TOKEN), var(ENV_HTTP_TOKEN_FILE)) {
+            (Some(t), _) => Some(Token::new(t)),
+            (None, Some(file)) => Some(Token::from_file(std::path::Path::new(&file))?),
+            (None, None) => None,
+        };
         c.datacenter = var(ENV_DATACENTER);
-        c
+        c.tls = crate::tls::ConsulTls::from_lookup(|k| std::env::var(k).ok())?;
+        Ok(c)
     }
 
     /// Checks the settings; the message names the wrong one.
     pub fn validate(&self) -> Result<(), String> {
-        base_url(&self.address)?;
+        if base_url(&self.address, self.tls.https)?.starts_with("https://") {
+            crate::tls::check(&self.tls)?;
+        }
         if self.ttl < Duration::from_millis(100) {
             return Err(format!(
                 "consul ttl {:?} is too short (at least 100ms)",
@@ -144,29 +170,31 @@ impl ConsulConfig {
     }
 }
 
-/// `http://host:port` for an address given as `host:port` or `http://host:port`.
-pub(crate) fn base_url(address: &str) -> Result<String, String> {
+/// The agent's base URL for an address given as `host:port`, `http://host:port` or
+/// `https://host:port`: HTTPS when the scheme says so or `https` is set (as
+/// `CONSUL_HTTP_SSL=true` does for the `consul` CLI).
+pub(crate) fn base_url(address: &str, https: bool) -> Result<String, String> {
     let a = address.trim().trim_end_matches('/');
-    let rest = if let Some(r) = a.strip_prefix("http://") {
-        r
-    } else if a.starts_with("https://") {
-        return Err(format!(
-            "consul address {a:?}: https is not supported yet; reach the agent over http (e.g. a local agent)"
-        ));
+    let (scheme, rest) = if let Some(r) = a.strip_prefix("http://") {
+        (if https { "https" } else { "http" }, r)
+    } else if let Some(r) = a.strip_prefix("https://") {
+        ("https", r)
     } else if a.contains("://") {
-        return Err(format!("consul address {a:?}: only http:// is supported"));
+        return Err(format!(
+            "consul address {a:?}: only http:// and https:// are supported"
+        ));
     } else {
-        a
+        (if https { "https" } else { "http" }, a)
     };
     let ok = rest
         .rsplit_once(':')
         .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
     if !ok || rest.contains('/') {
         return Err(format!(
-            "consul address {a:?} must be host:port or http://host:port"
+            "consul address {a:?} must be host:port, http://host:port or https://host:port"
         ));
     }
-    Ok(format!("http://{rest}"))
+    Ok(format!("{scheme}://{rest}"))
 }
 
 #[cfg(test)]
@@ -176,16 +204,23 @@ mod tests {
     #[test]
     fn addresses_are_accepted_with_or_without_scheme() {
         assert_eq!(
-            base_url("127.0.0.1:8500").as_deref(),
+            base_url("127.0.0.1:8500", false).as_deref(),
             Ok("http://127.0.0.1:8500")
         );
         assert_eq!(
-            base_url("http://consul:8500/").as_deref(),
+            base_url("http://consul:8500/", false).as_deref(),
             Ok("http://consul:8500")
         );
-        assert!(base_url("https://consul:8501").is_err_and(|e| e.contains("https")));
-        assert!(base_url("consul").is_err_and(|e| e.contains("host:port")));
-        assert!(base_url("unix:///tmp/consul.sock").is_err());
+        assert_eq!(
+            base_url("https://consul:8501", false).as_deref(),
+            Ok("https://consul:8501")
+        );
+        assert_eq!(
+            base_url("consul:8501", true).as_deref(),
+            Ok("https://consul:8501")
+        );
+        assert!(base_url("consul", false).is_err_and(|e| e.contains("host:port")));
+        assert!(base_url("unix:///tmp/consul.sock", false).is_err());
     }
 
     #[test]

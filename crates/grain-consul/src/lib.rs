@@ -17,11 +17,15 @@ pub mod agent;
 pub mod api;
 mod client;
 pub mod config;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod health;
 mod provider;
+pub mod tls;
 
 #[cfg(feature = "dev-agent")]
-pub use agent::{DevAgent, DevAgentConfig, DevAgentError};
+pub use agent::{DevAgent, DevAgentConfig, DevAgentError, DevAgentTls};
 pub use client::ConsulError;
 pub use config::{ConsulConfig, Token};
 pub use provider::{ConsulMembership, meta};
+pub use tls::ConsulTls;

@@ -78,9 +78,9 @@ impl ConsulMembership {
         if cluster.is_empty() {
             return Err("cluster name must not be empty".into());
         }
-        let base = base_url(&config.address)?;
+        let base = base_url(&config.address, config.tls.https)?;
         Ok(Self {
-            client: ConsulClient::new(base, config.token.clone()),
+            client: ConsulClient::new(base, config.token.clone(), &config.tls)?,
             service: cluster.to_string(),
             config,
             skipped: Arc::default(),

@@ -13,7 +13,7 @@ fn config(address: String) -> ConsulConfig {
         address,
         ttl: TTL,
         keep_alive_interval: Duration::from_millis(300),
-        ..ConsulConfig::from_env()
+        ..ConsulConfig::from_env().unwrap_or_else(|e| panic!("{e}"))
     }
 }
 

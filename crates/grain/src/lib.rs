@@ -59,6 +59,9 @@ pub mod node;
 pub mod tls;
 pub mod trace;
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+
 pub use call::{Backoff, CallOptions};
 pub use cluster::{Cluster, MissingKinds, RetryCounts};
 pub use config::NodeConfig;

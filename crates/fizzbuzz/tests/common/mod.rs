@@ -47,10 +47,19 @@ pub fn clean_env(command: &mut tokio::process::Command) {
 /// Starts the dev agent from `fizzbuzz` (a prepared command for the `fizzbuzz`
 /// binary) on a free loopback port; returns it and the address it says it listens on
 /// (its first line, `listening on <address>`, read within 10 s).
-pub async fn start_agent(mut fizzbuzz: tokio::process::Command) -> (tokio::process::Child, String) {
+pub async fn start_agent(fizzbuzz: tokio::process::Command) -> (tokio::process::Child, String) {
+    start_agent_with(fizzbuzz, &[]).await
+}
+
+/// [`start_agent`] with more options for `fizzbuzz agent`.
+pub async fn start_agent_with(
+    mut fizzbuzz: tokio::process::Command,
+    options: &[&str],
+) -> (tokio::process::Child, String) {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut agent = fizzbuzz
         .args(["agent", "--bind", "127.0.0.1:0"])
+        .args(options)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -18,7 +18,10 @@
 //! Bearer`, or `?token=`), else 403. State lives in memory: a restart forgets
 //! everything, as a `consul agent -dev` does.
 
-mod state;
+pub(crate) mod state;
+mod tls;
+
+pub use tls::DevAgentTls;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -59,6 +62,8 @@ pub struct DevAgentConfig {
     pub min_deregister_critical_after: Duration,
     /// How often TTL expiry and reaping are checked. Default 100 ms.
     pub sweep_interval: Duration,
+    /// Serve HTTPS instead of HTTP. Default `None`.
+    pub tls: Option<DevAgentTls>,
 }
 
 impl Default for DevAgentConfig {
@@ -71,6 +76,7 @@ impl Default for DevAgentConfig {
             node_name: "grain-dev-agent".into(),
             min_deregister_critical_after: Duration::from_secs(60),
             sweep_interval: Duration::from_millis(100),
+            tls: None,
         }
     }
 }
@@ -83,6 +89,9 @@ pub enum DevAgentError {
         "refusing to listen on {0}: the dev agent has no real security; use a loopback address or allow it explicitly"
     )]
     NotLoopback(SocketAddr),
+    /// The HTTPS settings cannot be used.
+    #[error("the dev agent's TLS settings: {0}")]
+    Tls(String),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -97,6 +106,7 @@ pub enum DevAgentError {
 /// a killed process would.
 pub struct DevAgent {
     addr: SocketAddr,
+    https: bool,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -115,6 +125,13 @@ impl DevAgent {
         if !config.bind.ip().is_loopback() && !config.allow_non_loopback {
             return Err(DevAgentError::NotLoopback(config.bind));
         }
+        let tls = config
+            .tls
+            .as_ref()
+            .map(DevAgentTls::acceptor)
+            .transpose()
+            .map_err(DevAgentError::Tls)?;
+        let https = tls.is_some();
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
             .map_err(|source| DevAgentError::Bind {
@@ -146,10 +163,21 @@ impl DevAgent {
                         };
                         let _ = stream.set_nodelay(true);
                         let service = TowerToHyperService::new(app.clone());
+                        let tls = tls.clone();
                         connections.spawn(async move {
-                            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
+                            let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                            let Some(tls) = tls else {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                                return;
+                            };
+                            let from = stream.peer_addr().ok();
+                            match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                                Ok(Ok(stream)) => {
+                                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                                }
+                                Ok(Err(e)) => tracing::warn!(client = ?from, "refused a connection: TLS handshake failed: {e}"),
+                                Err(_) => tracing::warn!(client = ?from, "refused a connection: no TLS handshake in time"),
+                            }
                         });
                     }
                     Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -160,6 +188,7 @@ impl DevAgent {
         tracing::info!(address = %addr, "consul dev agent listening");
         Ok(DevAgent {
             addr,
+            https,
             stop: Some(stop),
             task: Some(task),
         })
@@ -170,9 +199,11 @@ impl DevAgent {
         self.addr
     }
 
-    /// `http://<bound address>`, ready for `CONSUL_HTTP_ADDR`.
+    /// `http://<bound address>` (`https://` when serving HTTPS), ready for
+    /// `CONSUL_HTTP_ADDR`.
     pub fn http_addr(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops at once: every connection is closed and all state is lost.
@@ -204,7 +235,7 @@ impl Drop for DevAgent {
     }
 }
 
-fn router(state: Arc<AgentState>) -> Router {
+pub(crate) fn router(state: Arc<AgentState>) -> Router {
     Router::new()
         .route("/v1/agent/service/register", put(register))
         .route("/v1/agent/service/deregister/{id}", put(deregister))
