@@ -33,8 +33,21 @@ pub struct NodeConfig {
     pub call_defaults: CallOptions,
     /// Calls a peer may have in flight on this member at once; more wait (backpressure).
     pub max_inflight_per_peer: usize,
+    /// Payload bytes a peer may have in flight on this member at once (over all its
+    /// streams); requests past it wait, unread, until earlier ones are answered (HTTP/2
+    /// flow control then holds the peer back). A request larger than the budget takes
+    /// all of it. Default 64 MiB; at most 4 GiB.
+    pub max_inflight_bytes_per_peer: usize,
+    /// Streams one peer (by member id) may have open to this member at once; more are
+    /// refused with `RESOURCE_EXHAUSTED` and a log line. A member opens one per peer
+    /// (two while it reconnects). Default 8.
+    pub max_streams_per_peer: usize,
     /// Requests queued per outbound link before callers wait.
     pub outbound_queue: usize,
+    /// Payload bytes queued per outbound link (not yet written to the peer) before
+    /// callers wait, within their deadline. A payload larger than the budget takes all
+    /// of it. Default 64 MiB; at most 4 GiB.
+    pub outbound_queue_bytes: usize,
     /// The most envelopes written as one batch.
     pub max_batch: usize,
     /// The largest gRPC message, in bytes, sent or accepted.
@@ -78,7 +91,10 @@ impl Default for NodeConfig {
             advertise: None,
             call_defaults: CallOptions::default(),
             max_inflight_per_peer: 10_000,
+            max_inflight_bytes_per_peer: 64 << 20,
+            max_streams_per_peer: 8,
             outbound_queue: 10_000,
+            outbound_queue_bytes: 64 << 20,
             max_batch: 256,
             max_message_bytes: 16 << 20,
             max_payload_bytes: 4 << 20,
@@ -151,13 +167,30 @@ impl NodeConfig {
             .map_err(|e| format!("reconnect_backoff: {e}"))?;
         let positive = [
             ("max_inflight_per_peer", self.max_inflight_per_peer),
+            (
+                "max_inflight_bytes_per_peer",
+                self.max_inflight_bytes_per_peer,
+            ),
+            ("max_streams_per_peer", self.max_streams_per_peer),
             ("outbound_queue", self.outbound_queue),
+            ("outbound_queue_bytes", self.outbound_queue_bytes),
             ("max_batch", self.max_batch),
             ("max_payload_bytes", self.max_payload_bytes),
         ];
         for (name, v) in positive {
             if v == 0 {
                 return Err(format!("{name} must be greater than zero"));
+            }
+        }
+        for (name, v) in [
+            (
+                "max_inflight_bytes_per_peer",
+                self.max_inflight_bytes_per_peer,
+            ),
+            ("outbound_queue_bytes", self.outbound_queue_bytes),
+        ] {
+            if u32::try_from(v).is_err() {
+                return Err(format!("{name} must be at most 4 GiB (4294967295 bytes)"));
             }
         }
         let room = MAX_ENVELOPE_META_BYTES + 1024;

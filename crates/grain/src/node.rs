@@ -123,6 +123,7 @@ impl Node {
             member_id: me.id.clone(),
             address: me.address.clone(),
             queue: config.outbound_queue,
+            queue_bytes: config.outbound_queue_bytes,
             max_batch: config.max_batch,
             max_batch_bytes: config.max_message_bytes / 2,
             max_message_bytes: config.max_message_bytes,
@@ -131,11 +132,7 @@ impl Node {
             suspicion: suspicion.clone(),
             tls: tls.clone(),
         }));
-        let limits = ServerLimits {
-            max_inflight_per_stream: config.max_inflight_per_peer,
-            max_batch: config.max_batch,
-            max_batch_bytes: config.max_message_bytes / 2,
-        };
+        let limits = ServerLimits::of(&config);
         let catalog = Catalog::new(
             me.id.clone(),
             kinds,

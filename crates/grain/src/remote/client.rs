@@ -7,9 +7,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::budget::QueueBudget;
 use super::connect::LinkConfig;
 use super::pb;
 use crate::error::CallError;
@@ -27,6 +28,9 @@ struct Outbound {
     deadline: Instant,
     target: String,
     reply: ReplyTx,
+    /// The payload's bytes in the link's queue budget, freed when it is staged for
+    /// writing (or fails).
+    _queued: OwnedSemaphorePermit,
 }
 
 /// A handle on the link to one peer. Dropping or closing it ends the link task, failing
@@ -34,6 +38,7 @@ struct Outbound {
 pub(crate) struct PeerLink {
     member: Member,
     tx: mpsc::Sender<Outbound>,
+    queued: QueueBudget,
     close: watch::Sender<bool>,
 }
 
@@ -41,6 +46,7 @@ impl PeerLink {
     /// Starts the link task for `member`; it connects on first use.
     pub(crate) fn spawn(config: LinkConfig, member: Member) -> Self {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let queued = QueueBudget::new(config.queue_bytes);
         let (close, closed) = watch::channel(false);
         let task = LinkTask {
             config,
@@ -49,7 +55,18 @@ impl PeerLink {
             closed,
         };
         tokio::spawn(task.run());
-        Self { member, tx, close }
+        Self {
+            member,
+            tx,
+            queued,
+            close,
+        }
+    }
+
+    /// Payload bytes queued on this link now (not yet written).
+    #[cfg(test)]
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued.queued_bytes()
     }
 
     /// The peer.
@@ -60,6 +77,7 @@ impl PeerLink {
     /// Closes the link: calls written to the peer fail at once with
     /// `MemberUnavailable { maybe_ran: true }`, queued ones with `maybe_ran: false`.
     pub(crate) fn close(&self) {
+        self.queued.close();
         let _ = self.close.send(true);
     }
 
@@ -71,6 +89,26 @@ impl PeerLink {
         deadline: Instant,
     ) -> Result<Bytes, CallError> {
         let started = Instant::now();
+        let timeout = |started: Instant| CallError::Timeout {
+            target: target.clone(),
+            after: started.elapsed(),
+        };
+        let closed = || CallError::MemberUnavailable {
+            member: self.member.id.clone(),
+            reason: "the link to this member is closed".into(),
+            maybe_ran: false,
+        };
+        let len = request.payload.len();
+        let queued = match tokio::time::timeout_at(deadline, self.queued.reserve(len)).await {
+            Ok(Some(permit)) => permit,
+            Ok(None) => return Err(closed()),
+            Err(_) => {
+                tracing::debug!(peer = %self.member.id, payload_bytes = len,
+                    "call to {target} timed out waiting for room in the link's queue \
+                     ({} bytes of payloads at most, outbound_queue_bytes)", self.queued.max_bytes());
+                return Err(timeout(started));
+            }
+        };
         let (reply, answer) = oneshot::channel();
         request.correlation_id = 0;
         let out = Outbound {
@@ -78,20 +116,11 @@ impl PeerLink {
             deadline,
             target: target.clone(),
             reply,
-        };
-        let timeout = |started: Instant| CallError::Timeout {
-            target: target.clone(),
-            after: started.elapsed(),
+            _queued: queued,
         };
         match tokio::time::timeout_at(deadline, self.tx.send(out)).await {
             Err(_) => return Err(timeout(started)),
-            Ok(Err(_)) => {
-                return Err(CallError::MemberUnavailable {
-                    member: self.member.id.clone(),
-                    reason: "the link to this member is closed".into(),
-                    maybe_ran: false,
-                });
-            }
+            Ok(Err(_)) => return Err(closed()),
             Ok(Ok(())) => {}
         }
         match tokio::time::timeout_at(deadline, answer).await {
@@ -185,7 +214,20 @@ impl LinkTask {
                 self.close_and_fail_queued("the member left the cluster");
                 return;
             };
-            let reason = match super::connect::open(&self.config, &self.member).await {
+            // A link closed while connecting fails what it holds at once.
+            let opened = tokio::select! {
+                biased;
+                _ = self.closed.wait_for(|c| *c) => None,
+                r = super::connect::open(&self.config, &self.member) => Some(r),
+            };
+            let Some(opened) = opened else {
+                let _ = first
+                    .reply
+                    .send(Err(self.unavailable("the member left the cluster", false)));
+                self.close_and_fail_queued("the member left the cluster");
+                return;
+            };
+            let reason = match opened {
                 Ok((requests, responses)) => {
                     self.config.suspicion.answered(&self.member);
                     if failures > 0 {

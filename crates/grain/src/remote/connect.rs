@@ -24,6 +24,8 @@ pub(crate) struct LinkConfig {
     pub(crate) member_id: MemberId,
     pub(crate) address: String,
     pub(crate) queue: usize,
+    /// Payload bytes queued per link before callers wait.
+    pub(crate) queue_bytes: usize,
     pub(crate) max_batch: usize,
     pub(crate) max_batch_bytes: usize,
     pub(crate) max_message_bytes: usize,

@@ -129,6 +129,7 @@ mod tests {
             member_id: me.id.clone(),
             address: me.address.clone(),
             queue: 8,
+            queue_bytes: 1 << 20,
             max_batch: 8,
             max_batch_bytes: 1 << 20,
             max_message_bytes: 4 << 20,

@@ -14,12 +14,17 @@
 //! **Batching.** A writer drains whatever is queued (up to a count and a byte budget)
 //! into one message; there is no timer, so an idle link adds no latency.
 //!
-//! **Bounds.** Outbound queues are bounded (a full queue makes callers wait, within
-//! their deadline); the callee bounds the calls in flight per stream; messages are
-//! capped in size at both ends.
+//! **Bounds.** Outbound queues are bounded in calls and in payload bytes (a full queue
+//! makes callers wait, within their deadline); the callee bounds the calls in flight
+//! per stream, the payload bytes in flight per peer and the streams per peer (reading
+//! no more of a stream while it is over, so HTTP/2 flow control holds the peer back);
+//! messages are capped in size at both ends.
 
+mod budget;
 mod client;
 mod connect;
+#[cfg(test)]
+mod limits_tests;
 mod links;
 mod server;
 

@@ -14,23 +14,32 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::budget::PeerBudgets;
 use super::{HDR_ADDRESS, HDR_CLUSTER, HDR_MEMBER_ID, HDR_PROTOCOL, pb};
 use crate::error::CallError;
 use crate::identity::MemberId;
 use crate::metrics::Metrics;
 
 /// Where a remote caller's answer goes: its stream's response queue. Holding one keeps
-/// one of the stream's in-flight slots.
+/// one of the stream's in-flight slots and its request's payload bytes in the peer's
+/// budget.
 pub(crate) struct ResponseSink {
     correlation_id: u64,
     tx: mpsc::Sender<Answer>,
-    permit: OwnedSemaphorePermit,
+    permit: Held,
+}
+
+/// What a request holds while it is in flight: a slot of its stream, and its payload's
+/// bytes in its peer's budget.
+struct Held {
+    _slot: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
 }
 
 /// An answer on its way out, still holding its in-flight slot: the response queue has
 /// room for every slot, so queueing an answer never waits (a grain's turn never blocks
 /// on a slow caller), and a slot is freed only when its answer is taken for writing.
-type Answer = (pb::Response, OwnedSemaphorePermit);
+type Answer = (pb::Response, Held);
 
 impl ResponseSink {
     /// Queues the answer; never waits: the queue has room for every in-flight slot and
@@ -62,8 +71,23 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ServerLimits {
     pub(crate) max_inflight_per_stream: usize,
+    pub(crate) max_inflight_bytes_per_peer: usize,
+    pub(crate) max_streams_per_peer: usize,
     pub(crate) max_batch: usize,
     pub(crate) max_batch_bytes: usize,
+}
+
+impl ServerLimits {
+    /// The limits `config` sets.
+    pub(crate) fn of(config: &crate::config::NodeConfig) -> Self {
+        Self {
+            max_inflight_per_stream: config.max_inflight_per_peer,
+            max_inflight_bytes_per_peer: config.max_inflight_bytes_per_peer,
+            max_streams_per_peer: config.max_streams_per_peer,
+            max_batch: config.max_batch,
+            max_batch_bytes: config.max_message_bytes / 2,
+        }
+    }
 }
 
 /// The server's part in a graceful leave: telling every caller that this member is
@@ -163,6 +187,7 @@ impl Drop for StreamGuard {
 pub(crate) struct RemoteService {
     dispatch: Arc<dyn Dispatch>,
     limits: ServerLimits,
+    budgets: Arc<PeerBudgets>,
     metrics: Arc<Metrics>,
     leave: Arc<Leave>,
 }
@@ -174,9 +199,14 @@ impl RemoteService {
         metrics: Arc<Metrics>,
         leave: Arc<Leave>,
     ) -> Self {
+        let budgets = PeerBudgets::new(
+            limits.max_streams_per_peer,
+            limits.max_inflight_bytes_per_peer,
+        );
         Self {
             dispatch,
             limits,
+            budgets: Arc::new(budgets),
             metrics,
             leave,
         }
@@ -218,6 +248,17 @@ impl pb::remote_server::Remote for RemoteService {
             tracing::warn!(%peer, peer_address = %peer_addr, "{msg}");
             return Err(Status::failed_precondition(msg));
         }
+        let budget = match self.budgets.open(&peer) {
+            Ok(b) => b,
+            Err(open) => {
+                let msg = format!(
+                    "member {me} refused a stream from {peer} at {peer_addr}: it has {open} \
+                     open already, the most a peer may have (max_streams_per_peer)"
+                );
+                tracing::warn!(%peer, peer_address = %peer_addr, "{msg}");
+                return Err(Status::resource_exhausted(msg));
+            }
+        };
         tracing::debug!(%peer, peer_address = %peer_addr, "peer connected");
 
         let mut inbound = request.into_inner();
@@ -236,13 +277,21 @@ impl pb::remote_server::Remote for RemoteService {
                         }
                         metrics.deserialized("request", batch.requests.len() as u64);
                         for req in batch.requests {
-                            let Ok(permit) = permits.clone().acquire_owned().await else {
+                            // Room for it first (a slot, then its bytes): until then
+                            // nothing more is read, and flow control holds the peer.
+                            let Ok(slot) = permits.clone().acquire_owned().await else {
+                                return;
+                            };
+                            let Some(bytes) = budget.reserve(req.payload.len()).await else {
                                 return;
                             };
                             let sink = ResponseSink {
                                 correlation_id: req.correlation_id,
                                 tx: tx.clone(),
-                                permit,
+                                permit: Held {
+                                    _slot: slot,
+                                    _bytes: bytes,
+                                },
                             };
                             dispatch.dispatch(&peer, req, sink);
                         }
