@@ -39,6 +39,8 @@ pub struct Captured {
     pub headers: HashMap<String, String>,
     pub wire_bytes: usize,
     pub decoded_bytes: usize,
+    /// The body, decompressed (empty if it could not be).
+    pub body: Vec<u8>,
     /// The metrics, for a request to `/v1/metrics`.
     pub request: Option<ExportMetricsServiceRequest>,
     /// The spans, for a request to `/v1/traces`.
@@ -187,14 +189,22 @@ fn handle(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: Bytes) -
     let path = uri.path().to_string();
     let signal = Signal::of(&path);
     let none = (None, None, None);
-    let ((request, traces, logs), decoded_bytes, error) = match decode(&encoding, &body) {
-        Ok(raw) => match signal.map(|s| decode_signal(s, &raw)) {
-            Some(Ok(d)) => (d, raw.len(), None),
-            Some(Err(e)) => (none, raw.len(), Some(format!("protobuf: {e}"))),
-            None => (none, raw.len(), Some(format!("no OTLP signal at {path}"))),
-        },
-        Err(e) => (none, 0, Some(e)),
+    let (raw, decoded) = match decode(&encoding, &body) {
+        Ok(raw) => {
+            let decoded = signal.map(|s| decode_signal(s, &raw));
+            (
+                raw,
+                decoded.ok_or_else(|| format!("no OTLP signal at {path}")),
+            )
+        }
+        Err(e) => (Vec::new(), Err(e)),
     };
+    let ((request, traces, logs), error) = match decoded {
+        Ok(Ok(d)) => (d, None),
+        Ok(Err(e)) => (none, Some(format!("protobuf: {e}"))),
+        Err(e) => (none, Some(e)),
+    };
+    let decoded_bytes = raw.len();
     let captured = Captured {
         path,
         content_type: header("content-type"),
@@ -209,6 +219,7 @@ fn handle(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: Bytes) -
             .collect(),
         wire_bytes: body.len(),
         decoded_bytes,
+        body: raw,
         request,
         traces,
         logs,

@@ -43,15 +43,7 @@ where
         .timeout(signal.timeout)
         .build()
         .map_err(|e| TelemetryError::Exporter(format!("cannot build the HTTP client: {e}")))?;
-    let fixed = headers
-        .iter()
-        .filter_map(|(k, v)| {
-            Some((
-                http::HeaderName::from_bytes(k.as_bytes()).ok()?,
-                http::HeaderValue::from_str(v).ok()?,
-            ))
-        })
-        .collect();
+    let fixed = fixed_headers(&headers);
     let builder = builder
         .with_http_client(HeaderClient {
             inner: client,
@@ -66,6 +58,20 @@ where
         Compression::Zstd => builder.with_compression(opentelemetry_otlp::Compression::Zstd),
         Compression::None => builder,
     })
+}
+
+/// The resolved headers as the HTTP client sets them. Every value is marked sensitive
+/// (an `api-key`, an `Authorization`, …): kept out of `Debug` and of HTTP/2 header
+/// compression tables.
+fn fixed_headers(headers: &HashMap<String, String>) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| {
+            let mut value = http::HeaderValue::from_str(v).ok()?;
+            value.set_sensitive(true);
+            Some((http::HeaderName::from_bytes(k.as_bytes()).ok()?, value))
+        })
+        .collect()
 }
 
 /// An exporter build error, with the endpoint (which the library's message may quote)
@@ -155,5 +161,30 @@ impl PushMetricExporter for GuardedExporter {
 
     fn temporality(&self) -> Temporality {
         self.inner.temporality()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_header_the_client_sets_is_sensitive_and_hidden_from_debug() {
+        let headers = HashMap::from([
+            ("api-key".to_string(), "license-0123456789".to_string()),
+            ("x-team".to_string(), "blue".to_string()),
+        ]);
+        let fixed = fixed_headers(&headers);
+        assert_eq!(fixed.len(), 2);
+        for (name, value) in &fixed {
+            assert!(value.is_sensitive(), "{name} is not marked sensitive");
+        }
+        let client = HeaderClient {
+            inner: reqwest::blocking::Client::new(),
+            headers: fixed.clone(),
+        };
+        let shown = format!("{client:?} {fixed:?}");
+        assert!(!shown.contains("license-0123456789"), "{shown}");
+        assert!(shown.contains("api-key"), "{shown}");
     }
 }
