@@ -147,7 +147,7 @@ async fn open(
     let mut client = client
         .unwrap_or_else(|e| panic!("connect: {e}"))
         .max_decoding_message_size(16 << 20)
-        .max_encoding_message_size(16 << 20);
+        .max_encoding_message_size(64 << 20);
     let (tx, rx) = mpsc::channel(16);
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     let md = request.metadata_mut();
@@ -232,6 +232,50 @@ async fn a_peer_has_at_most_its_byte_budget_in_flight_over_all_its_streams() {
         answers += got;
     }
     assert_eq!(answers, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_size_limit_ends_the_stream_with_a_status_naming_it() {
+    let holder = Arc::new(Holder::default());
+    let (_server, address) = serve(holder.clone(), limits(64 << 20, 8)).await;
+    let (tx, rx) = open(&address, "oversize").await;
+    let mut rx = rx.unwrap_or_else(|e| panic!("refused: {e}"));
+    // One request that fits, answered; then a message of 17 MiB (the limit is 16).
+    let sent = tx.send(requests(1, 1, 1024)).await;
+    assert!(sent.is_ok());
+    holder
+        .wait("the first request", |h| h.dispatched == 1)
+        .await;
+    holder.answer_oldest();
+    let sent = tx.send(requests(2, 1, 17 << 20)).await;
+    assert!(sent.is_ok());
+    let mut answers = 0;
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx.message()).await {
+            Ok(Ok(Some(batch))) => answers += batch.responses.len(),
+            Ok(Err(status)) => break status,
+            other => panic!("after {answers} answers: {other:?}"),
+        }
+    };
+    assert_eq!(
+        answers, 1,
+        "the request before the oversized one is answered"
+    );
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("refused a message from oversize")
+            && status.message().contains("too large"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        holder
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .dispatched,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

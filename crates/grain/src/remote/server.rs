@@ -2,7 +2,7 @@
 //! each request to the [`Dispatch`], and writes the answers back in batches.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -268,6 +268,10 @@ impl pb::remote_server::Remote for RemoteService {
         let dispatch = self.dispatch.clone();
         let metrics = self.metrics.clone();
         let mut open = self.leave.opened();
+        // Why the caller's stream was refused, if it was: its last answer.
+        let refusal = Arc::new(std::sync::Mutex::new(None::<Status>));
+        let refused = refusal.clone();
+        let (callee, peer_address) = (me.clone(), peer_addr.clone());
         tokio::spawn(async move {
             loop {
                 match inbound.message().await {
@@ -297,6 +301,19 @@ impl pb::remote_server::Remote for RemoteService {
                         }
                     }
                     Ok(None) => break,
+                    Err(status) if refuses(&status) => {
+                        // A message too large or that does not decode: the caller is
+                        // told, and it is logged; the calls in flight still answer.
+                        tracing::warn!(%peer, %peer_address, code = ?status.code(),
+                            "refused a message from {peer}: {}", status.message());
+                        let msg = format!(
+                            "member {callee} refused a message from {peer}: {}",
+                            status.message()
+                        );
+                        *refused.lock().unwrap_or_else(PoisonError::into_inner) =
+                            Some(Status::new(status.code(), msg));
+                        break;
+                    }
                     Err(status) => {
                         tracing::debug!(%peer, %status, "inbound stream ended");
                         break;
@@ -306,14 +323,23 @@ impl pb::remote_server::Remote for RemoteService {
         });
 
         let metrics = self.metrics.clone();
-        let counted = batches(rx, limits, self.leave.clone()).map(move |b| {
-            if let Ok(b) = &b {
-                let n = b.responses.len() as u64;
-                metrics.serialized("response", n);
-                metrics.batch("response", n);
-            }
-            b
-        });
+        let refusal = futures::stream::once(async move {
+            refusal
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+        })
+        .filter_map(|r| async move { r.map(Err) });
+        let counted = batches(rx, limits, self.leave.clone())
+            .chain(refusal)
+            .map(move |b| {
+                if let Ok(b) = &b {
+                    let n = b.responses.len() as u64;
+                    metrics.serialized("response", n);
+                    metrics.batch("response", n);
+                }
+                b
+            });
         let mut response = Response::new(Box::pin(counted) as ResponseStream);
         let md = response.metadata_mut();
         if let Ok(v) = MetadataValue::try_from(ours) {
@@ -325,6 +351,15 @@ impl pb::remote_server::Remote for RemoteService {
         md.insert(HDR_PROTOCOL, MetadataValue::from(super::PROTOCOL_VERSION));
         Ok(response)
     }
+}
+
+/// True for a caller's stream error that is the caller's fault (a message over the
+/// size limit, or one that does not decode), not a stream going away.
+fn refuses(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::OutOfRange | tonic::Code::Internal | tonic::Code::InvalidArgument
+    )
 }
 
 /// Drains whatever answers are queued into one batch per write; once this member is
