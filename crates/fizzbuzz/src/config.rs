@@ -40,6 +40,9 @@ pub const ENV_NEW_RELIC_REGION: &str = "FIZZBUZZ_NEW_RELIC_REGION";
 pub const ENV_TLS_CERT: &str = "FIZZBUZZ_TLS_CERT";
 /// `FIZZBUZZ_TLS_KEY`: this member's private key, PEM (`--tls-key`).
 pub const ENV_TLS_KEY: &str = "FIZZBUZZ_TLS_KEY";
+/// `FIZZBUZZ_TLS_SERVER_NAME`: the name every member's certificate holds, checked
+/// instead of the advertised host (`--tls-server-name`).
+pub const ENV_TLS_SERVER_NAME: &str = "FIZZBUZZ_TLS_SERVER_NAME";
 /// `FIZZBUZZ_TLS_CA`: the CA that signs every member's certificate, PEM (`--tls-ca`).
 pub const ENV_TLS_CA: &str = "FIZZBUZZ_TLS_CA";
 
@@ -198,6 +201,11 @@ pub struct TlsArgs {
     /// peers are verified against the system's roots.
     #[arg(long, env = ENV_TLS_CA, requires = "tls_cert")]
     pub tls_ca: Option<std::path::PathBuf>,
+    /// The DNS name every member's certificate holds, checked instead of the host of
+    /// the advertised address: for members whose addresses are not known in advance
+    /// (pod IPs), with --tls-ca.
+    #[arg(long, env = ENV_TLS_SERVER_NAME, requires = "tls_cert")]
+    pub tls_server_name: Option<String>,
 }
 
 impl TlsArgs {
@@ -216,6 +224,9 @@ impl TlsArgs {
         if let Some(ca) = &self.tls_ca {
             tls = tls.with_ca(read("--tls-ca", ca)?);
         }
+        if let Some(name) = &self.tls_server_name {
+            tls = tls.with_server_name(name.clone());
+        }
         tls.check(address).map_err(|e| {
             let files = [Some(cert), Some(key), self.tls_ca.as_ref()]
                 .into_iter()
@@ -223,8 +234,12 @@ impl TlsArgs {
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ");
+            let name = self
+                .tls_server_name
+                .as_ref()
+                .map_or_else(String::new, |n| format!(", --tls-server-name {n}"));
             AppError::Usage(format!(
-                "invalid option (--tls-cert/--tls-key/--tls-ca: {files}): {e}"
+                "invalid option (--tls-cert/--tls-key/--tls-ca: {files}{name}): {e}"
             ))
         })?;
         Ok(Some(tls))
@@ -237,6 +252,7 @@ impl TlsArgs {
             (ENV_TLS_CERT, path(&self.tls_cert)),
             (ENV_TLS_KEY, path(&self.tls_key)),
             (ENV_TLS_CA, path(&self.tls_ca)),
+            (ENV_TLS_SERVER_NAME, self.tls_server_name.clone()),
         ]
     }
 }

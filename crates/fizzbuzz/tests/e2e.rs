@@ -631,6 +631,38 @@ async fn fizzbuzz_up_over_mutual_tls_prints_the_reference_sequence() {
     );
 }
 
+/// As the Kubernetes manifests run it: one certificate naming `members.fizzbuzz`, not
+/// the members' addresses, checked through `--tls-server-name` (FIZZBUZZ_TLS_SERVER_NAME
+/// in the children).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fizzbuzz_up_over_mutual_tls_with_a_server_name_instead_of_addresses() {
+    let dir = certs(&["members.fizzbuzz"]).await;
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let tls = |c: &mut Command| {
+        c.args(["--tls-cert", &file("member.pem")])
+            .args(["--tls-key", &file("member-key.pem")])
+            .args(["--tls-ca", &file("ca.pem")]);
+    };
+    let mut c = command(FIZZBUZZ);
+    c.args(["up", "--count", "300"]);
+    tls(&mut c);
+    c.args(["--tls-server-name", "members.fizzbuzz"]);
+    let out = output(c, Duration::from_secs(120)).await;
+    assert_success(&out);
+    assert_reference(&out.stdout, 300);
+    // Without the name, the certificate does not name 127.0.0.1: exit 64 naming it.
+    let mut c = command(FIZZBUZZ);
+    c.args(["up", "--count", "1"]);
+    tls(&mut c);
+    let out = output(c, Duration::from_secs(30)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("does not name") && stderr.contains("127.0.0.1"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tls_settings_exit_64_before_starting_naming_them() {
     let dir = certs(&["127.0.0.1"]).await;

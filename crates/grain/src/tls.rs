@@ -30,14 +30,18 @@ pub const MAX_HANDSHAKES: usize = 128;
 ///   signed, and only that CA is trusted.
 ///
 /// Either way the callee's certificate must name the host of its advertised address
-/// (a DNS or IP subject alternative name): [`crate::Node::start`] refuses a certificate
-/// that does not name this member's own. `Debug` shows no key material.
+/// (a DNS or IP subject alternative name) — or, with [`TlsConfig::with_server_name`],
+/// the one name every member's certificate holds (for members whose addresses are not
+/// known in advance, such as pod IPs): [`crate::Node::start`] refuses a certificate
+/// that does not name what this member's callers will check. `Debug` shows no key
+/// material.
 #[derive(Clone)]
 pub struct TlsConfig {
     certificate: Vec<u8>,
     key: Vec<u8>,
     ca: Option<Vec<u8>>,
     verify_clients: bool,
+    server_name: Option<String>,
 }
 
 impl std::fmt::Debug for TlsConfig {
@@ -49,6 +53,7 @@ impl std::fmt::Debug for TlsConfig {
             )
             .field("key", &format_args!("<redacted>"))
             .field("mutual", &self.is_mutual())
+            .field("server_name", &self.server_name)
             .finish()
     }
 }
@@ -62,7 +67,17 @@ impl TlsConfig {
             key: key_pem.into(),
             ca: None,
             verify_clients: false,
+            server_name: None,
         }
+    }
+
+    /// Every member's certificate names `name` (a DNS name), and callers check that
+    /// name instead of the host of the callee's advertised address. With a private CA
+    /// (mutual TLS), this is how members with addresses unknown in advance — pod IPs —
+    /// are verified: as holders of a certificate the cluster's CA issued for `name`.
+    pub fn with_server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
     }
 
     /// Mutual TLS: peers must present a certificate signed by a CA in `ca_pem`, and
@@ -88,7 +103,8 @@ impl TlsConfig {
 
     /// Checks everything [`crate::Node::start`] will: the certificate and key parse
     /// and match, the CA holds a certificate, and the certificate names the host of
-    /// `advertised` (`host:port`). The message says what is wrong.
+    /// `advertised` (`host:port`), or the server name when one is set. The message says
+    /// what is wrong.
     pub fn check(&self, advertised: &str) -> Result<(), String> {
         self.build(advertised).map(|_| ())
     }
@@ -107,9 +123,12 @@ impl TlsConfig {
                 }
                 e => format!("the TLS key or certificate cannot be used: {e}"),
             })?;
-        let host = host_of(advertised);
+        let (host, what) = match &self.server_name {
+            Some(n) => (n.as_str(), "the TLS server name"),
+            None => (host_of(advertised), "this member's advertised host"),
+        };
         let name = ServerName::try_from(host.to_string())
-            .map_err(|e| format!("the advertised host {host:?} is not a DNS name or IP: {e}"))?;
+            .map_err(|e| format!("{what} {host:?} is not a DNS name or IP: {e}"))?;
         let own = chain
             .first()
             .ok_or("the TLS certificate file holds no certificate")?;
@@ -117,7 +136,7 @@ impl TlsConfig {
             .map_err(|e| format!("the TLS certificate cannot be read: {e}"))?;
         rustls::client::verify_server_name(&parsed, &name).map_err(|e| {
             format!(
-                "the TLS certificate does not name this member's advertised host {host:?} \
+                "the TLS certificate does not name {what} {host:?} \
                  (it needs it as a DNS or IP subject alternative name): {e}"
             )
         })?;
@@ -156,6 +175,7 @@ impl TlsConfig {
             acceptor: TlsAcceptor::from(Arc::new(server)),
             connector: TlsConnector::from(Arc::new(client)),
             mutual: self.is_mutual(),
+            server_name: self.server_name.as_ref().map(|_| name.to_owned()),
         })
     }
 
@@ -258,6 +278,8 @@ pub(crate) struct Tls {
     acceptor: TlsAcceptor,
     connector: TlsConnector,
     mutual: bool,
+    /// The name every callee's certificate must hold, when not its address's host.
+    server_name: Option<ServerName<'static>>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -331,17 +353,22 @@ impl Tls {
     }
 
     /// Opens a TCP connection to `address` and does the TLS handshake, checking that
-    /// the peer's certificate names the host of `address`.
+    /// the peer's certificate names the host of `address` (or the server name).
     pub(crate) async fn connect(
         &self,
         address: &str,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, std::io::Error> {
-        let host = host_of(address);
-        let name = ServerName::try_from(host.to_string()).map_err(|e| {
-            std::io::Error::other(format!(
-                "the peer's host {host:?} is not a DNS name or IP: {e}"
-            ))
-        })?;
+        let name = match &self.server_name {
+            Some(n) => n.clone(),
+            None => {
+                let host = host_of(address);
+                ServerName::try_from(host.to_string()).map_err(|e| {
+                    std::io::Error::other(format!(
+                        "the peer's host {host:?} is not a DNS name or IP: {e}"
+                    ))
+                })?
+            }
+        };
         let tcp = TcpStream::connect(address).await?;
         let _ = tcp.set_nodelay(true);
         self.connector.connect(name, tcp).await.map_err(|e| {

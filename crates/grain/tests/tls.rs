@@ -131,6 +131,43 @@ async fn calls_work_over_mutual_tls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_whose_certificates_name_one_server_name_and_not_their_addresses_talk() {
+    // As in Kubernetes: pod IPs are not known when certificates are made.
+    let ca = Ca::new("members");
+    let named = |leaf: &Leaf| mutual(&ca, leaf).with_server_name("members.fizzbuzz");
+    let (a, b) = (
+        ca.leaf(&["members.fizzbuzz"]),
+        ca.leaf(&["members.fizzbuzz"]),
+    );
+    let (callee, caller) = pair("named", Some(named(&a)), Some(named(&b))).await;
+    for i in 0..5 {
+        let r = add(&caller, &format!("n{i}")).await;
+        assert!(r.is_ok(), "call {i}: {r:?}");
+    }
+    caller.shutdown().await;
+    callee.shutdown().await;
+    // A certificate of the same CA for another name is refused by its callers.
+    let other = ca.leaf(&["other.fizzbuzz", "127.0.0.1"]);
+    let (callee, caller) = pair(
+        "named-other",
+        Some(mutual(&ca, &other)),
+        Some(named(&ca.leaf(&["members.fizzbuzz"]))),
+    )
+    .await;
+    let r = add(&caller, "n").await;
+    let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("certificate"), "{msg}");
+    caller.shutdown().await;
+    callee.shutdown().await;
+    // And a member's own certificate must hold the name.
+    let msg = start_error(mutual(&ca, &other).with_server_name("members.fizzbuzz")).await;
+    assert!(
+        msg.contains("does not name the TLS server name") && msg.contains("members.fizzbuzz"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_work_over_one_way_tls_and_the_link_is_encrypted() {
     let ca = Ca::new("members");
     let one_way = |leaf: &Leaf| {
