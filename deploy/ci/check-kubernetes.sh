@@ -54,6 +54,9 @@ tree="$work/kubernetes"
 cp -R "$root/deploy/kubernetes" "$tree"
 find "$tree" -name newrelic.env -exec rm -f {} +
 printf 'NEW_RELIC_LICENSE_KEY=\n' > "$tree/newrelic-secret/newrelic.env"
+# Likewise the TLS files (fizzbuzz certs makes them): empty placeholders.
+find "$tree/tls" -name '*.pem' -exec rm -f {} +
+for f in ca.pem member.pem member-key.pem; do : > "$tree/tls/$f"; done
 
 # Every entry point: each directory with a kustomization that is not a Component, but
 # the base (part of every build; alone it has no Consul, so it is no entry point).

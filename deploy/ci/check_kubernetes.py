@@ -88,6 +88,35 @@ def check_security(where, pod, c):
         problem(where, "seccompProfile must be RuntimeDefault")
 
 
+def check_node_tls(where, pod, c, secrets):
+    """Every node speaks mutual TLS to its peers: the three files from the Secret
+    fizzbuzz-tls (in this build), mounted read-only, and the server name its peers'
+    certificates hold (pod IPs are not known when certificates are made)."""
+    env = {e["name"]: e.get("value") for e in env_list(c)}
+    mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    tls_volume = None
+    for name, m in mounts.items():
+        secret = ((volumes.get(name) or {}).get("secret") or {}).get("secretName", "")
+        if secret.startswith("fizzbuzz-tls"):
+            tls_volume = (m, secret)
+    if tls_volume is None:
+        problem(where, "no volume from the Secret fizzbuzz-tls: members would talk plaintext")
+        return
+    mount, secret = tls_volume
+    if secret not in secrets:
+        problem(where, f"the TLS volume's Secret {secret} is not in this build")
+    if not mount.get("readOnly"):
+        problem(where, "the TLS volume must be mounted readOnly")
+    base = mount["mountPath"].rstrip("/")
+    for var, file in (("FIZZBUZZ_TLS_CERT", "member.pem"), ("FIZZBUZZ_TLS_KEY", "member-key.pem"),
+                      ("FIZZBUZZ_TLS_CA", "ca.pem")):
+        if env.get(var) != f"{base}/{file}":
+            problem(where, f"{var} is {env.get(var)!r}, want {base}/{file} (mutual TLS)")
+    if not env.get("FIZZBUZZ_TLS_SERVER_NAME"):
+        problem(where, "FIZZBUZZ_TLS_SERVER_NAME is not set: a certificate cannot name a pod IP in advance")
+
+
 def check_node_env(where, c, config):
     env = env_list(c)
     names = [e["name"] for e in env]
@@ -269,6 +298,7 @@ def check_build(path):
                 check_probes(where, c)
                 check_security(where, pod, c)
                 check_node_env(where, c, config)
+                check_node_tls(where, pod, c, {x["metadata"]["name"] for x in secrets})
                 if pod.get("terminationGracePeriodSeconds", 30) < 30:
                     problem(where, "terminationGracePeriodSeconds under 30: too short for a graceful leave")
             if c["name"] == "otel-collector":
