@@ -43,6 +43,7 @@ async fn a_quick_bench_measures_every_figure_against_its_baseline() {
         "grain_best_numbers_per_s",
         "grain_metrics_numbers_per_s",
         "grain_traced_numbers_per_s",
+        "grain_tls_numbers_per_s",
         "node_bytes_per_idle_activation",
         "node_activations_per_s",
         "node_shutdown_s",
@@ -57,7 +58,7 @@ async fn a_quick_bench_measures_every_figure_against_its_baseline() {
     let ratios = report["ratios"]
         .as_array()
         .unwrap_or_else(|| panic!("no ratios: {json}"));
-    assert_eq!(ratios.len(), 7, "{json}");
+    assert_eq!(ratios.len(), 8, "{json}");
     for r in ratios {
         let v = r["value"].as_f64().unwrap_or(f64::NAN);
         assert!(v.is_finite() && v > 0.0, "{r}");

@@ -617,23 +617,28 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, AppError> {
     // The figures compared with each other run in rounds (default, best, metrics,
     // traced, default, …), so that a machine getting busier or quieter moves them all.
     let telemetry = Telemetry::start(sizes.telemetry_numbers).await?;
-    let (mut default, mut best, mut exported, mut traced) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let certs = BenchCerts::make()?;
+    let tls_args = [default_args.clone(), certs.args()].concat();
+    let (mut default, mut best, mut exported, mut traced, mut tls) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=runs {
         let started = Instant::now();
         default.push(up(&default_args).await?.rate);
         best.push(up(&best_args).await?.rate);
         exported.push(telemetry.exported().await?);
         traced.push(telemetry.traced().await?);
+        tls.push(up(&tls_args).await?.rate);
         eprintln!(
-            "bench: round {round}/{runs}: default {:.0}, best {:.0}, metrics exported {:.0}, traced {:.0} numbers/s ({:.1} s)",
+            "bench: round {round}/{runs}: default {:.0}, best {:.0}, metrics exported {:.0}, traced {:.0}, mutual TLS {:.0} numbers/s ({:.1} s)",
             default.last().copied().unwrap_or_default(),
             best.last().copied().unwrap_or_default(),
             exported.last().copied().unwrap_or_default(),
             traced.last().copied().unwrap_or_default(),
+            tls.last().copied().unwrap_or_default(),
             started.elapsed().as_secs_f64()
         );
     }
+    drop(certs);
     figures.push(Figure::new(
         "grain_default_numbers_per_s",
         "fizzbuzz up, default flags",
@@ -657,6 +662,12 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, AppError> {
         "fizzbuzz up, metrics + traces sampled at 1 % (OTLP/HTTP)",
         "numbers/s",
         traced,
+    ));
+    figures.push(Figure::new(
+        "grain_tls_numbers_per_s",
+        "fizzbuzz up, mutual TLS between members (default flags otherwise)",
+        "numbers/s",
+        tls,
     ));
 
     // Two grain calls a number; 1 in flight is the serial figure's runs.
@@ -727,6 +738,44 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, AppError> {
         targets,
         curves,
     })
+}
+
+/// A CA and a member certificate for 127.0.0.1 (`fizzbuzz certs`), for the TLS
+/// figure, in a directory of their own that is removed when this is dropped.
+struct BenchCerts {
+    dir: std::path::PathBuf,
+}
+
+impl BenchCerts {
+    fn make() -> Result<Self, AppError> {
+        let dir = std::env::temp_dir().join(format!("fizzbuzz-bench-tls-{}", std::process::id()));
+        crate::certs::certs(&crate::certs::CertsArgs {
+            dir: dir.clone(),
+            hosts: vec!["127.0.0.1".into()],
+            days: 1,
+            force: true,
+        })?;
+        Ok(Self { dir })
+    }
+
+    /// `--tls-cert … --tls-key … --tls-ca …`: mutual TLS.
+    fn args(&self) -> Vec<String> {
+        let file = |name: &str| self.dir.join(name).display().to_string();
+        vec![
+            "--tls-cert".into(),
+            file("member.pem"),
+            "--tls-key".into(),
+            file("member-key.pem"),
+            "--tls-ca".into(),
+            file("ca.pem"),
+        ]
+    }
+}
+
+impl Drop for BenchCerts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// `fizzbuzz up` exporting to an OTLP/HTTP sink in this process: metrics every second,
@@ -916,6 +965,12 @@ fn ratios(figures: &[Figure]) -> Vec<Ratio> {
             median("grain_traced_numbers_per_s"),
             default,
             ">= 0.95",
+        ),
+        ratio(
+            "mutual TLS between members / plaintext (default flags)",
+            median("grain_tls_numbers_per_s"),
+            default,
+            "reported",
         ),
     ]
 }
