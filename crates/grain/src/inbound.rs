@@ -7,6 +7,8 @@
 //! the rest go to the activation catalog, which answers through the transport's
 //! [`ResponseSink`] (the [`Reply`] implemented here).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 use tokio::time::Instant;
 
@@ -57,9 +59,14 @@ impl Dispatch for Inbound {
         let id = ClusterIdentity::new(request.kind, request.identity);
         if !shared.catalog.hosts(id.kind()) {
             // Not a placement disagreement (retrying cannot help): say what is wrong.
+            let message = format!("member {} hosts no grain kind {}", shared.me.id, id.kind());
+            if let Some(suppressed) = UNKNOWN_KINDS.allow() {
+                tracing::warn!(peer = %from, kind = %id.kind(), suppressed,
+                    "refused a call from {from}: {message}");
+            }
             let err = CallError::Application {
                 code: Code::Unimplemented,
-                message: format!("member {} hosts no grain kind {}", shared.me.id, id.kind()),
+                message,
             };
             return self.refuse(sink, err);
         }
@@ -100,6 +107,52 @@ impl Dispatch for Inbound {
             }
             Owner::Nobody => self.wrong_owner(id, inv),
         }
+    }
+}
+
+/// Calls for a kind this member does not host are logged at most once a second (a
+/// peer can send them at will); the line counts those left out since the last one.
+static UNKNOWN_KINDS: Throttle = Throttle::new();
+
+/// At most one event a second passes; the others are counted.
+struct Throttle {
+    /// When the last event passed, in ms since the first `allow`; `u64::MAX`: never.
+    last_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl Throttle {
+    const fn new() -> Self {
+        Self {
+            last_ms: AtomicU64::new(u64::MAX),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(events left out since the last that passed)` when this one passes.
+    fn allow(&self) -> Option<u64> {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let now = START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis();
+        self.allow_at(u64::try_from(now).unwrap_or(u64::MAX - 1))
+    }
+
+    /// [`Throttle::allow`] at `now` ms on its clock.
+    fn allow_at(&self, now: u64) -> Option<u64> {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let due = last == u64::MAX || now.saturating_sub(last) >= 1000;
+        if due
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
     }
 }
 
@@ -153,5 +206,23 @@ impl Inbound {
             }
         }
         self.wrong_owner(id, inv)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Throttle;
+
+    #[test]
+    fn a_throttle_lets_one_event_a_second_through_and_counts_the_rest() {
+        let t = Throttle::new();
+        assert_eq!(t.allow_at(0), Some(0));
+        assert_eq!(t.allow_at(10), None);
+        assert_eq!(t.allow_at(999), None);
+        assert_eq!(t.allow_at(1000), Some(2));
+        assert_eq!(t.allow_at(1500), None);
+        assert_eq!(t.allow_at(5000), Some(1));
+        // The real clock passes the first one.
+        assert_eq!(Throttle::new().allow(), Some(0));
     }
 }
