@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use grain_consul::{DevAgent, DevAgentConfig, Token};
+use grain_consul::{DevAgent, DevAgentConfig};
 use tokio::process::{Child, Command};
 
 use crate::AppError;
@@ -62,73 +62,13 @@ impl UpArgs {
     }
 }
 
-/// Options of `fizzbuzz agent`.
-#[derive(clap::Args, Clone, Debug)]
-pub struct AgentArgs {
-    /// Where to listen (port 0 picks a free one).
-    #[arg(long, env = "GRAIN_DEV_AGENT_BIND", default_value = "127.0.0.1:8500")]
-    pub bind: SocketAddr,
-    /// Allow a non-loopback address (the dev agent has no real security).
-    #[arg(long)]
-    pub allow_non_loopback: bool,
-    /// Require this ACL token on every request. Prefer GRAIN_DEV_AGENT_TOKEN or
-    /// --token-file: command lines are visible to other users.
-    #[arg(long, env = "GRAIN_DEV_AGENT_TOKEN", hide_env_values = true)]
-    pub token: Option<Token>,
-    /// A file holding the ACL token to require.
-    #[arg(long, env = "GRAIN_DEV_AGENT_TOKEN_FILE", conflicts_with = "token")]
-    pub token_file: Option<PathBuf>,
-    /// Serve HTTPS with this certificate (PEM) instead of HTTP.
-    #[arg(long, requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// The key (PEM) of --tls-cert.
-    #[arg(long, requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// With --tls-cert: clients must present a certificate this CA (PEM) signed, as
-    /// Consul's verify_incoming asks.
-    #[arg(long, requires = "tls_cert")]
-    pub tls_client_ca: Option<PathBuf>,
-}
-
-impl AgentArgs {
-    /// The dev agent's settings; errors name the option.
-    fn config(&self) -> Result<DevAgentConfig, AppError> {
-        let read = |flag: &str, path: &PathBuf| {
-            std::fs::read(path)
-                .map_err(|e| AppError::Usage(format!("{flag} {}: {e}", path.display())))
-        };
-        let token = match &self.token_file {
-            Some(file) => Some(
-                Token::from_file(file)
-                    .map_err(|e| AppError::Usage(format!("--token-file: {e}")))?,
-            ),
-            None => self.token.clone().filter(|t| !t.expose().is_empty()),
-        };
-        let tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some(grain_consul::DevAgentTls {
-                cert_pem: read("--tls-cert", cert)?,
-                key_pem: read("--tls-key", key)?,
-                client_ca_pem: self
-                    .tls_client_ca
-                    .as_ref()
-                    .map(|ca| read("--tls-client-ca", ca))
-                    .transpose()?,
-            }),
-            _ => None,
-        };
-        Ok(DevAgentConfig {
-            bind: self.bind,
-            allow_non_loopback: self.allow_non_loopback,
-            token,
-            tls,
-            ..DevAgentConfig::default()
-        })
-    }
-}
+/// Options of `fizzbuzz agent`: the `consul-dev-agent` binary's.
+pub type AgentArgs = grain_consul::DevAgentArgs;
 
 /// Runs the dev agent until `stop` resolves.
 pub async fn agent(args: &AgentArgs, stop: impl Future<Output = ()>) -> Result<(), AppError> {
-    let agent = DevAgent::start(args.config()?).await.map_err(|e| match e {
+    let config = args.config().map_err(AppError::Usage)?;
+    let agent = DevAgent::start(config).await.map_err(|e| match e {
         grain_consul::DevAgentError::NotLoopback(_) => AppError::Usage(format!("--bind: {e}")),
         grain_consul::DevAgentError::Tls(_) => {
             AppError::Usage(format!("--tls-cert/--tls-key: {e}"))

@@ -24,7 +24,7 @@ mod provider;
 pub mod tls;
 
 #[cfg(feature = "dev-agent")]
-pub use agent::{DevAgent, DevAgentConfig, DevAgentError, DevAgentTls};
+pub use agent::{DevAgent, DevAgentArgs, DevAgentConfig, DevAgentError, DevAgentTls};
 pub use client::ConsulError;
 pub use config::{ConsulConfig, Token};
 pub use provider::{ConsulMembership, meta};

@@ -18,9 +18,11 @@
 //! Bearer`, or `?token=`), else 403. State lives in memory: a restart forgets
 //! everything, as a `consul agent -dev` does.
 
+mod args;
 pub(crate) mod state;
 mod tls;
 
+pub use args::DevAgentArgs;
 pub use tls::DevAgentTls;
 
 use std::collections::HashMap;
