@@ -1,25 +1,131 @@
 //! Limits in bytes and streams: what one peer may have in flight on this member
 //! ([`PeerBudgets`], the callee's side) and what callers may queue on one outbound link
-//! ([`QueueBudget`], the caller's side). Both count payload bytes with a semaphore of
-//! one permit per byte; a payload larger than the whole budget takes all of it, so it
-//! still goes through, alone.
+//! ([`QueueBudget`], the caller's side). Both count payload bytes in a [`Budget`]; a
+//! payload larger than the whole budget takes all of it, so it still goes through,
+//! alone.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 
 use crate::identity::MemberId;
 
-/// The permits a payload of `len` bytes takes from a budget of `max` bytes.
-fn permits(len: usize, max: usize) -> u32 {
-    u32::try_from(len.min(max)).unwrap_or(u32::MAX)
+/// A number of bytes that takers share. Taking and giving back is one atomic operation
+/// each while there is room (the hot path: every call takes and gives back); only a
+/// taker that finds no room waits, woken when bytes are given back. Waiters are not
+/// queued in order: a large taker may wait while small ones keep passing (within its
+/// deadline, on the caller's side).
+pub(crate) struct Budget {
+    max: usize,
+    used: AtomicUsize,
+    waiting: AtomicUsize,
+    freed: Notify,
+    closed: AtomicBool,
 }
 
-/// A budget of `max` bytes (at most `u32::MAX`, as [`crate::NodeConfig::validate`]
-/// checks).
-fn semaphore(max: usize) -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(max.min(u32::MAX as usize)))
+/// Bytes taken from a [`Budget`], given back when dropped.
+pub(crate) struct BudgetPermit {
+    budget: Arc<Budget>,
+    bytes: usize,
+}
+
+impl Drop for BudgetPermit {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.budget.used.fetch_sub(self.bytes, Ordering::SeqCst);
+            if self.budget.waiting.load(Ordering::SeqCst) > 0 {
+                self.budget.freed.notify_waiters();
+            }
+        }
+    }
+}
+
+impl Budget {
+    /// A budget of `max` bytes (at least 1).
+    pub(crate) fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max: max.max(1),
+            used: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            freed: Notify::new(),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Takes room for a payload of `len` bytes (all of the budget, if it is larger)
+    /// if there is room now.
+    fn try_take(self: &Arc<Self>, len: usize) -> Option<BudgetPermit> {
+        let bytes = len.min(self.max);
+        let mut used = self.used.load(Ordering::SeqCst);
+        loop {
+            if used + bytes > self.max {
+                return None;
+            }
+            match self.used.compare_exchange_weak(
+                used,
+                used + bytes,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => {
+                    return Some(BudgetPermit {
+                        budget: self.clone(),
+                        bytes,
+                    });
+                }
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Takes room for a payload of `len` bytes, waiting until there is some. `None`
+    /// once the budget is closed.
+    pub(crate) async fn take(self: &Arc<Self>, len: usize) -> Option<BudgetPermit> {
+        if self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        if let Some(p) = self.try_take(len) {
+            return Some(p);
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(self);
+        loop {
+            // Registered before looking again: bytes given back after the look wake it.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.closed.load(Ordering::SeqCst) {
+                return None;
+            }
+            if let Some(p) = self.try_take(len) {
+                return Some(p);
+            }
+            freed.await;
+        }
+    }
+
+    /// Fails every waiting and future [`Budget::take`].
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.freed.notify_waiters();
+    }
+
+    /// The bytes taken now.
+    #[cfg(test)]
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::SeqCst)
+    }
+}
+
+/// One waiter of a [`Budget`], counted until dropped.
+struct Waiting<'a>(&'a Budget);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The streams and payload bytes in flight of every peer with a stream open to this
@@ -32,7 +138,7 @@ pub(crate) struct PeerBudgets {
 
 struct Peer {
     streams: usize,
-    bytes: Arc<Semaphore>,
+    bytes: Arc<Budget>,
 }
 
 impl PeerBudgets {
@@ -51,7 +157,7 @@ impl PeerBudgets {
         let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = peers.entry(peer.clone()).or_insert_with(|| Peer {
             streams: 0,
-            bytes: semaphore(self.max_bytes),
+            bytes: Budget::new(self.max_bytes),
         });
         if entry.streams >= self.max_streams {
             return Err(entry.streams);
@@ -69,15 +175,14 @@ impl PeerBudgets {
 pub(crate) struct PeerStream {
     budgets: Arc<PeerBudgets>,
     peer: MemberId,
-    bytes: Arc<Semaphore>,
+    bytes: Arc<Budget>,
 }
 
 impl PeerStream {
     /// Waits until the peer's budget has room for a payload of `len` bytes and takes
     /// it, until the permit drops. `None` only if the budget was closed (never).
-    pub(crate) async fn reserve(&self, len: usize) -> Option<OwnedSemaphorePermit> {
-        let n = permits(len, self.budgets.max_bytes);
-        self.bytes.clone().acquire_many_owned(n).await.ok()
+    pub(crate) async fn reserve(&self, len: usize) -> Option<BudgetPermit> {
+        self.bytes.take(len).await
     }
 }
 
@@ -99,25 +204,27 @@ impl Drop for PeerStream {
 
 /// The payload bytes queued on one outbound link and not yet written to the peer.
 pub(crate) struct QueueBudget {
-    max_bytes: usize,
-    bytes: Arc<Semaphore>,
+    bytes: Arc<Budget>,
 }
 
 impl QueueBudget {
     /// A budget of `max_bytes` bytes.
     pub(crate) fn new(max_bytes: usize) -> Self {
-        let max_bytes = max_bytes.max(1);
         Self {
-            max_bytes,
-            bytes: semaphore(max_bytes),
+            bytes: Budget::new(max_bytes),
         }
+    }
+
+    /// Takes room for a payload of `len` bytes if there is some now (no waiting, no
+    /// timer: the common case).
+    pub(crate) fn try_reserve(&self, len: usize) -> Option<BudgetPermit> {
+        self.bytes.try_take(len)
     }
 
     /// Waits until the queue has room for a payload of `len` bytes and takes it, until
     /// the permit drops (when the request is written). `None` if the link closed.
-    pub(crate) async fn reserve(&self, len: usize) -> Option<OwnedSemaphorePermit> {
-        let n = permits(len, self.max_bytes);
-        self.bytes.clone().acquire_many_owned(n).await.ok()
+    pub(crate) async fn reserve(&self, len: usize) -> Option<BudgetPermit> {
+        self.bytes.take(len).await
     }
 
     /// Fails every waiting and future [`QueueBudget::reserve`].
@@ -127,13 +234,13 @@ impl QueueBudget {
 
     /// The budget, in bytes.
     pub(crate) fn max_bytes(&self) -> usize {
-        self.max_bytes
+        self.bytes.max
     }
 
     /// The bytes taken from the budget now.
     #[cfg(test)]
     pub(crate) fn queued_bytes(&self) -> usize {
-        self.max_bytes.min(u32::MAX as usize) - self.bytes.available_permits()
+        self.bytes.used()
     }
 }
 
@@ -187,5 +294,45 @@ mod tests {
         assert!(!waiter.is_finished());
         queue.close();
         assert!(matches!(waiter.await, Ok(false)));
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bytes_given_back_wake_a_waiter_and_the_total_never_exceeds_the_budget() {
+        let budget = Budget::new(1000);
+        let most = Arc::new(AtomicUsize::new(0));
+        let mut takers = Vec::new();
+        for i in 0..16 {
+            let (budget, most) = (budget.clone(), most.clone());
+            takers.push(tokio::spawn(async move {
+                for _ in 0..200 {
+                    let p = budget.take(100 + i * 37).await;
+                    assert!(p.is_some());
+                    most.fetch_max(budget.used(), Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    drop(p);
+                }
+            }));
+        }
+        for t in takers {
+            let done = tokio::time::timeout(Duration::from_secs(20), t).await;
+            assert!(
+                matches!(done, Ok(Ok(()))),
+                "a taker never got room: {done:?}"
+            );
+        }
+        assert!(most.load(Ordering::SeqCst) <= 1000, "{most:?}");
+        assert_eq!(budget.used(), 0, "bytes not given back");
+        // A payload larger than the budget takes all of it, once it is free.
+        let all = budget.take(1 << 30).await;
+        assert_eq!(budget.used(), 1000);
+        assert!(budget.try_take(1).is_none());
+        drop(all);
+        assert!(budget.try_take(1).is_some());
     }
 }

@@ -7,10 +7,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::budget::QueueBudget;
+use super::budget::{BudgetPermit, QueueBudget};
 use super::connect::LinkConfig;
 use super::pb;
 use crate::error::CallError;
@@ -30,7 +30,7 @@ struct Outbound {
     reply: ReplyTx,
     /// The payload's bytes in the link's queue budget, freed when it is staged for
     /// writing (or fails).
-    _queued: OwnedSemaphorePermit,
+    _queued: BudgetPermit,
 }
 
 /// A handle on the link to one peer. Dropping or closing it ends the link task, failing
@@ -99,7 +99,11 @@ impl PeerLink {
             maybe_ran: false,
         };
         let len = request.payload.len();
-        let queued = match tokio::time::timeout_at(deadline, self.queued.reserve(len)).await {
+        let waited = match self.queued.try_reserve(len) {
+            Some(permit) => Ok(Some(permit)),
+            None => tokio::time::timeout_at(deadline, self.queued.reserve(len)).await,
+        };
+        let queued = match waited {
             Ok(Some(permit)) => permit,
             Ok(None) => return Err(closed()),
             Err(_) => {

@@ -33,7 +33,7 @@ pub(crate) struct ResponseSink {
 /// bytes in its peer's budget.
 struct Held {
     _slot: OwnedSemaphorePermit,
-    _bytes: OwnedSemaphorePermit,
+    _bytes: super::budget::BudgetPermit,
 }
 
 /// An answer on its way out, still holding its in-flight slot: the response queue has
