@@ -13,16 +13,19 @@ use tokio::sync::Notify;
 use crate::identity::MemberId;
 
 /// A number of bytes that takers share. Taking and giving back is one atomic operation
-/// each while there is room (the hot path: every call takes and gives back); only a
-/// taker that finds no room waits, woken when bytes are given back. Waiters are not
-/// queued in order: a large taker may wait while small ones keep passing (within its
-/// deadline, on the caller's side).
+/// each while there is room and nobody waits (the hot path: every call takes and gives
+/// back). A taker that finds no room queues: waiters are served in order, one at a
+/// time (the first waits for room, woken when bytes are given back), and while any
+/// waits, newcomers queue behind them instead of passing — so a waiter is never
+/// starved by later takers.
 pub(crate) struct Budget {
     max: usize,
     used: AtomicUsize,
     waiting: AtomicUsize,
     freed: Notify,
     closed: AtomicBool,
+    /// The queue of waiters (tokio's mutex is fair: first come, first served).
+    queue: tokio::sync::Mutex<()>,
 }
 
 /// Bytes taken from a [`Budget`], given back when dropped.
@@ -51,6 +54,7 @@ impl Budget {
             waiting: AtomicUsize::new(0),
             freed: Notify::new(),
             closed: AtomicBool::new(false),
+            queue: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -86,11 +90,15 @@ impl Budget {
         if self.closed.load(Ordering::SeqCst) {
             return None;
         }
-        if let Some(p) = self.try_take(len) {
+        if self.waiting.load(Ordering::SeqCst) == 0
+            && let Some(p) = self.try_take(len)
+        {
             return Some(p);
         }
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let _waiting = Waiting(self);
+        // In line; the first in line waits for room.
+        let _turn = self.queue.lock().await;
         loop {
             // Registered before looking again: bytes given back after the look wake it.
             let freed = self.freed.notified();
@@ -215,9 +223,12 @@ impl QueueBudget {
         }
     }
 
-    /// Takes room for a payload of `len` bytes if there is some now (no waiting, no
-    /// timer: the common case).
+    /// Takes room for a payload of `len` bytes if there is some now and nobody waits
+    /// (no waiting, no timer: the common case).
     pub(crate) fn try_reserve(&self, len: usize) -> Option<BudgetPermit> {
+        if self.bytes.waiting.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
         self.bytes.try_take(len)
     }
 
@@ -334,5 +345,50 @@ mod budget_tests {
         assert!(budget.try_take(1).is_none());
         drop(all);
         assert!(budget.try_take(1).is_some());
+    }
+}
+
+#[cfg(test)]
+mod fairness_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiter_is_served_before_takers_that_came_after_it() {
+        let budget = Budget::new(1000);
+        let held = budget.take(900).await;
+        // A large taker waits for room...
+        let large = {
+            let budget = budget.clone();
+            tokio::spawn(async move { budget.take(800).await.is_some() })
+        };
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while budget.waiting.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the large taker never waited"));
+        // ...and a small one, though there is room for it, queues behind it.
+        let small = {
+            let budget = budget.clone();
+            tokio::spawn(async move { budget.take(50).await })
+        };
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while budget.waiting.load(Ordering::SeqCst) < 2 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the small taker did not queue"));
+        assert_eq!(budget.used(), 900, "the small taker passed the waiting one");
+        drop(held);
+        let large = tokio::time::timeout(Duration::from_secs(10), large).await;
+        assert!(matches!(large, Ok(Ok(true))), "{large:?}");
+        let small = tokio::time::timeout(Duration::from_secs(10), small).await;
+        assert!(
+            matches!(small, Ok(Ok(Some(_)))),
+            "the small taker never got room"
+        );
     }
 }
