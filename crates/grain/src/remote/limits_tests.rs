@@ -110,14 +110,20 @@ impl Holder {
     }
 }
 
-/// A member serving `holder` with `limits` on a free loopback port.
-async fn serve(holder: Arc<Holder>, limits: ServerLimits) -> (Server, String) {
+/// A listener on a free loopback port, and its address.
+async fn listener() -> (tokio::net::TcpListener, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await;
     let listener = listener.unwrap_or_else(|e| panic!("bind: {e}"));
     let address = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|e| panic!("{e}"));
+    (listener, address)
+}
+
+/// A member serving `holder` with `limits` on a free loopback port.
+async fn serve(holder: Arc<Holder>, limits: ServerLimits) -> (Server, String) {
+    let (listener, address) = listener().await;
     let me = member("callee", &address);
     let metrics = Arc::new(Metrics::new(None, &me));
     let service = RemoteService::new(holder, limits, metrics, Arc::new(Leave::default()));
@@ -313,12 +319,7 @@ async fn a_peer_past_its_streams_is_refused_with_resource_exhausted() {
 async fn callers_wait_for_room_in_a_links_byte_queue_within_their_deadline() {
     // A peer that accepts connections and never answers: the link stays connecting,
     // holding what was queued.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await;
-    let listener = listener.unwrap_or_else(|e| panic!("bind: {e}"));
-    let address = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (listener, address) = listener().await;
     let silent = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((socket, _)) = listener.accept().await {
