@@ -213,7 +213,7 @@ impl Cluster {
             let run = self.attempts(&call, &options.headers, None).await;
             return self.finished(&call, run, started, None);
         };
-        let cx = tracing.client_span(id, method, &options.headers, &self.shared.me.id);
+        let (cx, attach) = tracing.client_span(id, method, &options.headers, &self.shared.me.id);
         let mut headers = options.headers.clone();
         tracing.inject(&cx, &mut headers);
         // Checked with the trace context in: it travels in the same envelope.
@@ -225,10 +225,12 @@ impl Cluster {
         if let Some(m) = &call.meters {
             self.shared.metrics.future_started(m);
         }
-        let run = self
-            .attempts(&call, &headers, Some(&cx))
-            .with_context(cx.clone())
-            .await;
+        let attempts = self.attempts(&call, &headers, Some(&cx));
+        let run = if attach {
+            attempts.with_context(cx.clone()).await
+        } else {
+            attempts.await
+        };
         self.finished(&call, run, started, Some(&cx))
     }
 
@@ -363,7 +365,8 @@ impl Cluster {
             let kind = id.kind().to_string();
             return (Err(CallError::NoMemberHostsKind { kind }), source, None);
         };
-        let target = format!("{id} {method}");
+        // Formatted only when a call fails.
+        let target = || format!("{id} {method}");
         if owner.id == self.shared.me.id {
             let (tx, rx) = oneshot::channel();
             let me = &self.shared.me;
@@ -382,12 +385,12 @@ impl Cluster {
             self.shared.catalog.deliver(id.clone(), inv, &new_context);
             let result = match tokio::time::timeout_at(deadline, rx).await {
                 Err(_) => Err(CallError::Timeout {
-                    target,
+                    target: target(),
                     after: Duration::ZERO,
                 }),
                 Ok(Err(_)) => Err(CallError::from(GrainError::new(
                     Code::Internal,
-                    format!("{target}: the activation ended without answering"),
+                    format!("{}: the activation ended without answering", target()),
                 ))),
                 Ok(Ok(r)) => r,
             };
@@ -410,7 +413,10 @@ impl Cluster {
             headers: headers.clone(),
             timeout_micros: 0,
         };
-        let result = link.call(request, target, deadline).await;
+        let result = link
+            .call(request, deadline)
+            .await
+            .map_err(|e| e.with_target(target));
         (result, source, Some(owner))
     }
 }

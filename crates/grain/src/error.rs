@@ -89,6 +89,19 @@ impl CallError {
             CallError::Codec(_) => Code::Internal,
         }
     }
+
+    /// This error naming `target` (`kind/identity method`) where it names a call and
+    /// does not yet: the links between members leave it to the caller, which alone
+    /// needs it formatted, and only when a call fails.
+    pub(crate) fn with_target(mut self, target: impl FnOnce() -> String) -> Self {
+        if let CallError::Timeout { target: t, .. } | CallError::WrongOwner { target: t, .. } =
+            &mut self
+            && t.is_empty()
+        {
+            *t = target();
+        }
+        self
+    }
 }
 
 impl From<GrainError> for CallError {

@@ -92,7 +92,7 @@ pub fn response_batch(bytes: &[u8]) {
     let member = MemberId::new("fuzz-callee");
     let started = tokio::time::Instant::now();
     for r in batch.responses {
-        let outcome = remote::outcome(&member, "Fuzz/grain1", started, r.result);
+        let outcome = remote::outcome(&member, started, r.result);
         if let Err(e) = &outcome {
             let _ = (e.to_string(), e.code(), e.provably_not_run());
         }

@@ -18,7 +18,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, SpanRef, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 
@@ -96,7 +96,7 @@ impl Tracing {
         if headers.is_empty() {
             return None;
         }
-        let cx = self.propagator.extract(headers);
+        let cx = self.propagator.extract(&Carrier(headers));
         cx.span().span_context().is_valid().then_some(cx)
     }
 
@@ -111,14 +111,20 @@ impl Tracing {
         drop_empty_tracestate(headers);
     }
 
+    /// Whether a span under `parent` would record nothing, so that `parent`'s context
+    /// is carried on instead (its span does not record either, so ending it later
+    /// changes nothing).
+    fn passes_on(&self, parent: &Context) -> bool {
+        self.follows_parent && {
+            let span = parent.span();
+            let sc = span.span_context();
+            sc.is_valid() && !sc.is_sampled()
+        }
+    }
+
     fn start(&self, name: &str, kind: SpanKind, parent: &Context) -> Context {
-        if self.follows_parent {
-            let sc = parent.span().span_context().clone();
-            if sc.is_valid() && !sc.is_sampled() {
-                // Nothing of it would be recorded: carry the parent's context on (its
-                // span does not record either, so ending it later changes nothing).
-                return parent.clone();
-            }
+        if self.passes_on(parent) {
+            return parent.clone();
         }
         let builder = self
             .tracer
@@ -129,22 +135,29 @@ impl Tracing {
     }
 
     /// Starts the CLIENT span of a call of `method` on `id`: a child of the context in
-    /// `headers`, else of the current context.
+    /// `headers`, else of the current context. Also says whether the call's future must
+    /// run in the returned context: not when it is the current one, carried on.
     pub(crate) fn client_span(
         &self,
         id: &ClusterIdentity,
         method: &str,
         headers: &HashMap<String, String>,
         caller: &MemberId,
-    ) -> Context {
-        let parent = self.extract(headers).unwrap_or_else(Context::current);
+    ) -> (Context, bool) {
+        let (parent, current) = match self.extract(headers) {
+            Some(cx) => (cx, false),
+            None => (Context::current(), true),
+        };
+        if current && self.passes_on(&parent) {
+            return (parent, false);
+        }
         let cx = self.start(method, SpanKind::Client, &parent);
         let span = cx.span();
         if span.is_recording() {
             span.set_attributes(call_attributes(id, method));
             span.set_attribute(KeyValue::new("grain.caller.member_id", caller.to_string()));
         }
-        cx
+        (cx, true)
     }
 
     /// Starts the SERVER span of an arriving call: a child of the context its headers
@@ -202,6 +215,35 @@ impl Tracing {
         self.propagator.inject_context(cx, &mut headers);
         drop_empty_tracestate(&mut headers);
         headers
+    }
+}
+
+/// Call headers as the propagators read them. (The `opentelemetry` crate's own reader
+/// of a `HashMap` lowercases every key it is asked for into a new `String`, then hashes
+/// it; the keys propagators ask for are lowercase already, and a call carries a few
+/// headers, which are found sooner by comparing them than by hashing.)
+struct Carrier<'a>(&'a HashMap<String, String>);
+
+/// Up to this many headers are searched one by one.
+const SCANNED: usize = 8;
+
+impl Extractor for Carrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        if key.chars().any(char::is_uppercase) {
+            return self.0.get(&key.to_lowercase()).map(String::as_str);
+        }
+        if self.0.len() <= SCANNED {
+            self.0
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.as_str())
+        } else {
+            self.0.get(key).map(String::as_str)
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
     }
 }
 
@@ -386,6 +428,24 @@ mod tests {
         assert!(!is_error(Code::InvalidArgument, &SpanKind::Server));
         assert!(is_error(Code::InvalidArgument, &SpanKind::Client));
         assert!(!is_error(Code::Ok, &SpanKind::Client));
+    }
+
+    #[test]
+    fn the_carrier_finds_headers_in_small_and_large_maps() {
+        for n in [1usize, SCANNED, SCANNED + 1, 40] {
+            let mut headers: HashMap<String, String> =
+                (0..n).map(|i| (format!("h{i}"), format!("v{i}"))).collect();
+            headers.insert("traceparent".into(), "tp".into());
+            let c = Carrier(&headers);
+            assert_eq!(c.get("traceparent"), Some("tp"), "{n} headers");
+            assert_eq!(c.get("TraceParent"), Some("tp"), "{n} headers");
+            assert_eq!(
+                c.get(&format!("h{}", n - 1)),
+                Some(format!("v{}", n - 1).as_str())
+            );
+            assert_eq!(c.get("tracestate"), None, "{n} headers");
+            assert_eq!(c.keys().len(), n + 1);
+        }
     }
 
     #[test]

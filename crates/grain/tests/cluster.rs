@@ -340,6 +340,12 @@ async fn a_grain_that_never_answers_times_out_within_its_deadline_plus_slack() {
             .await;
         let took = started.elapsed();
         assert!(matches!(r, Err(CallError::Timeout { .. })), "got {r:?}");
+        // The error names the call, whichever member ran it.
+        let named = format!("{target} {HANG}");
+        assert!(
+            matches!(&r, Err(CallError::Timeout { target: t, .. }) if *t == named),
+            "got {r:?}, not naming {named}"
+        );
         assert!(took >= timeout && took <= timeout + slack, "took {took:?}");
         // The hung call was cancelled at its deadline: the grain answers again.
         let r = node.cluster().call(&target, ADD, Bytes::new()).await;

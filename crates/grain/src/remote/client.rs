@@ -26,7 +26,6 @@ const STABLE_AFTER: Duration = Duration::from_secs(1);
 struct Outbound {
     request: pb::Request,
     deadline: Instant,
-    target: String,
     reply: ReplyTx,
     /// The payload's bytes in the link's queue budget, freed when it is staged for
     /// writing (or fails).
@@ -81,16 +80,16 @@ impl PeerLink {
         let _ = self.close.send(true);
     }
 
-    /// Sends one request and waits for its answer until `deadline`.
+    /// Sends one request and waits for its answer until `deadline`. Its errors name no
+    /// target: the caller adds it ([`CallError::with_target`]).
     pub(crate) async fn call(
         &self,
         mut request: pb::Request,
-        target: String,
         deadline: Instant,
     ) -> Result<Bytes, CallError> {
         let started = Instant::now();
         let timeout = |started: Instant| CallError::Timeout {
-            target: target.clone(),
+            target: String::new(),
             after: started.elapsed(),
         };
         let closed = || CallError::MemberUnavailable {
@@ -108,8 +107,9 @@ impl PeerLink {
             Ok(None) => return Err(closed()),
             Err(_) => {
                 tracing::debug!(peer = %self.member.id, payload_bytes = len,
-                    "call to {target} timed out waiting for room in the link's queue \
-                     ({} bytes of payloads at most, outbound_queue_bytes)", self.queued.max_bytes());
+                    "call to {}/{} {} timed out waiting for room in the link's queue \
+                     ({} bytes of payloads at most, outbound_queue_bytes)",
+                    request.kind, request.identity, request.method, self.queued.max_bytes());
                 return Err(timeout(started));
             }
         };
@@ -118,7 +118,6 @@ impl PeerLink {
         let out = Outbound {
             request,
             deadline,
-            target: target.clone(),
             reply,
             _queued: queued,
         };
@@ -164,7 +163,6 @@ enum Ended {
 type Calls = hashbrown::HashMap<u64, Pending>;
 
 struct Pending {
-    target: String,
     started: Instant,
     reply: ReplyTx,
 }
@@ -334,7 +332,7 @@ impl LinkTask {
                     // The caller gave up; never send it.
                 } else if o.deadline <= now {
                     let _ = o.reply.send(Err(CallError::Timeout {
-                        target: o.target,
+                        target: String::new(),
                         after: Duration::ZERO,
                     }));
                 } else {
@@ -352,7 +350,6 @@ impl LinkTask {
                     pending.insert(
                         id,
                         Pending {
-                            target: o.target,
                             started: now,
                             reply: o.reply,
                         },
@@ -506,7 +503,7 @@ fn take_answers(
         match pending.remove(&r.correlation_id) {
             Some(p) => {
                 metrics.inflight(-1);
-                let outcome = super::outcome(&member.id, &p.target, p.started, r.result);
+                let outcome = super::outcome(&member.id, p.started, r.result);
                 if p.reply.send(outcome).is_err() {
                     metrics.deadletter("caller_gone");
                 }

@@ -354,7 +354,7 @@ async fn callers_wait_for_room_in_a_links_byte_queue_within_their_deadline() {
         let request = batch.requests.remove(0);
         async move {
             let deadline = tokio::time::Instant::now() + within;
-            link.call(request, "K/i".into(), deadline).await
+            link.call(request, deadline).await
         }
     };
     // 600 KiB queued (it never leaves: the peer never answers the connection)...

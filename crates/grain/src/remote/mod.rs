@@ -123,10 +123,10 @@ pub(crate) fn response(correlation_id: u64, result: Result<Bytes, CallError>) ->
     }
 }
 
-/// Turns a wire response from `member` into a call outcome.
+/// Turns a wire response from `member` into a call outcome. Its errors name no target
+/// ([`CallError::with_target`] adds it).
 pub(crate) fn outcome(
     member: &MemberId,
-    target: &str,
     started: tokio::time::Instant,
     result: Option<pb::response::Result>,
 ) -> Result<Bytes, CallError> {
@@ -136,13 +136,13 @@ pub(crate) fn outcome(
         Some(pb::response::Result::Failure(f)) => Err(match Reason::try_from(f.reason) {
             Ok(Reason::WrongOwner) => CallError::WrongOwner {
                 member: member.clone(),
-                target: target.to_string(),
+                target: String::new(),
             },
             Ok(Reason::ShuttingDown) => CallError::ShuttingDown {
                 member: member.clone(),
             },
             Ok(Reason::Timeout) => CallError::Timeout {
-                target: target.to_string(),
+                target: String::new(),
                 after: started.elapsed(),
             },
             Ok(Reason::UnknownKind) => CallError::Application {

@@ -6,6 +6,8 @@
 // the propagator itself has no other home in this OpenTelemetry release.
 #![allow(deprecated)]
 
+mod w3c;
+
 use std::sync::Arc;
 
 use opentelemetry::Context;
@@ -13,7 +15,7 @@ use opentelemetry::propagation::text_map_propagator::FieldIter;
 use opentelemetry::propagation::{
     Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
 };
-use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::propagation::BaggagePropagator;
 use opentelemetry_zipkin::{B3Encoding, Propagator as B3Propagator};
 
 use crate::config::PropagatorKind;
@@ -24,7 +26,7 @@ pub(crate) fn build(kinds: &[PropagatorKind]) -> Arc<dyn TextMapPropagator + Sen
         .iter()
         .filter_map(|kind| -> Option<Box<dyn TextMapPropagator + Send + Sync>> {
             match kind {
-                PropagatorKind::TraceContext => Some(Box::new(TraceContextPropagator::new())),
+                PropagatorKind::TraceContext => Some(Box::new(w3c::W3cTraceContext)),
                 PropagatorKind::Baggage => Some(Box::new(BaggagePropagator::new())),
                 PropagatorKind::B3 => Some(Box::new(B3Single(B3Propagator::with_encoding(
                     B3Encoding::SingleHeader,
