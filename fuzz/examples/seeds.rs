@@ -272,6 +272,24 @@ fn go_durations() -> Vec<Vec<u8>> {
     .collect()
 }
 
+/// `traceparent`, then `\n` and `tracestate`: the recommendation's examples, a later
+/// version, and near misses.
+fn trace_contexts() -> Vec<Vec<u8>> {
+    [
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00\nrojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03\nvendor@tenant=x, other=y",
+        "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        " 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\t\na=b,,c=d,=e",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect()
+}
+
 fn dev_agent_requests() -> Vec<Vec<u8>> {
     let auth = "X-Consul-Token: fuzz-token";
     let register = format!(
@@ -348,5 +366,6 @@ fn main() -> std::io::Result<()> {
     write("consul_health", health_replies())?;
     write("go_duration", go_durations())?;
     write("dev_agent", dev_agent_requests())?;
+    write("trace_context", trace_contexts())?;
     Ok(())
 }

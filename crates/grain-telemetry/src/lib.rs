@@ -38,6 +38,8 @@
 
 mod config;
 mod export;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod logging;
 mod logs;
 mod process;

@@ -6,7 +6,7 @@
 // the propagator itself has no other home in this OpenTelemetry release.
 #![allow(deprecated)]
 
-mod w3c;
+pub(crate) mod w3c;
 
 use std::sync::Arc;
 
