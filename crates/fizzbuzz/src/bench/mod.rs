@@ -614,30 +614,40 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, AppError> {
         "fizzbuzz up, best flags found (--concurrency {} --workers {})",
         setting.0, setting.1
     );
-    // The figures compared with each other run in rounds (default, best, metrics,
-    // traced, default, …), so that a machine getting busier or quieter moves them all.
+    // The figures compared with each other run in rounds, so that a machine getting
+    // busier or quieter moves them all; and each round starts one figure later
+    // (default, best, metrics, traced, TLS; then best, metrics, …), so that no figure
+    // always runs first in its round or always right after the same other one: on a
+    // shared machine the position in a round alone moved a figure by 20 %.
     let telemetry = Telemetry::start(sizes.telemetry_numbers).await?;
     let certs = BenchCerts::make()?;
     let tls_args = [default_args.clone(), certs.args()].concat();
-    let (mut default, mut best, mut exported, mut traced, mut tls) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for round in 1..=runs {
+    let mut rates: [Vec<f64>; ROUND_FIGURES] = Default::default();
+    for round in 0..runs as usize {
         let started = Instant::now();
-        default.push(up(&default_args).await?.rate);
-        best.push(up(&best_args).await?.rate);
-        exported.push(telemetry.exported().await?);
-        traced.push(telemetry.traced().await?);
-        tls.push(up(&tls_args).await?.rate);
+        for which in rotated(round) {
+            let rate = match which {
+                0 => up(&default_args).await?.rate,
+                1 => up(&best_args).await?.rate,
+                2 => telemetry.exported().await?,
+                3 => telemetry.traced().await?,
+                _ => up(&tls_args).await?.rate,
+            };
+            rates[which].push(rate);
+        }
+        let last = |which: usize| rates[which].last().copied().unwrap_or_default();
         eprintln!(
-            "bench: round {round}/{runs}: default {:.0}, best {:.0}, metrics exported {:.0}, traced {:.0}, mutual TLS {:.0} numbers/s ({:.1} s)",
-            default.last().copied().unwrap_or_default(),
-            best.last().copied().unwrap_or_default(),
-            exported.last().copied().unwrap_or_default(),
-            traced.last().copied().unwrap_or_default(),
-            tls.last().copied().unwrap_or_default(),
+            "bench: round {}/{runs}: default {:.0}, best {:.0}, metrics exported {:.0}, traced {:.0}, mutual TLS {:.0} numbers/s ({:.1} s)",
+            round + 1,
+            last(0),
+            last(1),
+            last(2),
+            last(3),
+            last(4),
             started.elapsed().as_secs_f64()
         );
     }
+    let [default, best, exported, traced, tls] = rates;
     drop(certs);
     figures.push(Figure::new(
         "grain_default_numbers_per_s",
@@ -857,6 +867,15 @@ impl Telemetry {
         );
         Ok(r.rate)
     }
+}
+
+/// The figures measured in each round: default flags, best flags, metrics exported,
+/// traced, mutual TLS.
+const ROUND_FIGURES: usize = 5;
+
+/// The order of the figures in round `round` (from 0): each round starts one later.
+fn rotated(round: usize) -> impl Iterator<Item = usize> {
+    (0..ROUND_FIGURES).map(move |k| (k + round) % ROUND_FIGURES)
 }
 
 /// The figures of many activations on one fizz node, each run on fresh nodes.
@@ -1130,6 +1149,21 @@ pub async fn bench(args: &BenchArgs) -> Result<u8, AppError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_figure_takes_each_place_in_a_round_once_in_five_rounds() {
+        let mut places = [[0u32; ROUND_FIGURES]; ROUND_FIGURES];
+        for round in 0..ROUND_FIGURES {
+            let order: Vec<usize> = rotated(round).collect();
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..ROUND_FIGURES).collect::<Vec<_>>(), "{order:?}");
+            for (place, figure) in order.into_iter().enumerate() {
+                places[figure][place] += 1;
+            }
+        }
+        assert!(places.iter().flatten().all(|&n| n == 1), "{places:?}");
+    }
 
     #[test]
     fn the_client_report_is_read() {
