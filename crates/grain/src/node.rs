@@ -22,7 +22,7 @@ use crate::membership::MembershipProvider;
 use crate::membership::driver::Driver;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
-use crate::remote::{Leave, LinkConfig, Links, RemoteService, Server, ServerLimits};
+use crate::remote::{Dialer, Leave, LinkConfig, Links, RemoteService, Server, ServerLimits};
 use crate::suspicion::Suspicion;
 use crate::topology::TopologyView;
 
@@ -116,21 +116,21 @@ impl Node {
         metrics.topology(1);
         let topology = Arc::new(TopologyView::new(me.clone()));
         let probe_timeout = config.connect_timeout.min(Duration::from_millis(250));
-        let suspicion = Arc::new(Suspicion::new(topology.clone(), probe_timeout));
+        let dialer = Arc::new(Dialer::of(&config, &me, tls.clone()));
+        let suspicion = Arc::new(Suspicion::new(
+            topology.clone(),
+            probe_timeout,
+            dialer.clone(),
+        ));
         let links = Arc::new(Links::new(LinkConfig {
             metrics: metrics.clone(),
-            cluster: config.cluster_name.clone(),
-            member_id: me.id.clone(),
-            address: me.address.clone(),
+            dialer,
             queue: config.outbound_queue,
             queue_bytes: config.outbound_queue_bytes,
             max_batch: config.max_batch,
             max_batch_bytes: config.max_message_bytes / 2,
-            max_message_bytes: config.max_message_bytes,
-            connect_timeout: config.connect_timeout,
             reconnect: config.reconnect_backoff,
             suspicion: suspicion.clone(),
-            tls: tls.clone(),
         }));
         let limits = ServerLimits::of(&config);
         let catalog = Catalog::new(

@@ -3,9 +3,11 @@
 //!
 //! The rule (ARCHITECTURE.md, "Failure"):
 //! - **Evidence.** A member is *suspected* when a connection to its address is
-//!   *refused*: nothing listens there any more, so it cannot be serving any call. A
-//!   connection that times out (a frozen process, a cut network) is not evidence: those
-//!   wait for the provider's TTL.
+//!   *refused* (nothing listens there any more), or when the handshake there is
+//!   answered by *another member* (a process restarted at the same address — by a
+//!   container's restart policy, say — has a new member id): either way the process it
+//!   was cannot be serving any call. A connection that times out (a frozen process, a
+//!   cut network) is not evidence: those wait for the provider's TTL.
 //! - **A caller** whose link to a member broke or could not connect probes it; when the
 //!   probe is refused it suspects the member, and placement sends its identities to the
 //!   next owner by the same hashing ([`TopologyView::suspect`]).
@@ -15,7 +17,8 @@
 //!   connection attempt is refused does it suspect it too — and then own the identity.
 //!   One caller's view alone never creates a second activation.
 //! - **It ends** when the member answers again (a link connects, or a later probe is
-//!   not refused — checked every second) or leaves the topology.
+//!   neither refused nor answered by another member — checked every second) or leaves
+//!   the topology. A member replaced at its address stays suspected until it leaves.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::identity::{Member, MemberId};
+use crate::remote::{Dialer, OpenError, open_stream};
 use crate::topology::TopologyView;
 
 /// How long a probe's answer is reused for the same member.
@@ -42,6 +46,9 @@ pub(crate) enum Probe {
     Accepted,
     /// No answer within the time limit, or another error: no evidence either way.
     Unknown,
+    /// The handshake was answered by another member (or another cluster's): the
+    /// process this member was is gone for good.
+    Replaced,
 }
 
 /// Opens (and at once closes) a TCP connection to `address`.
@@ -57,8 +64,12 @@ pub(crate) async fn probe(address: &str, timeout: Duration) -> Probe {
 pub(crate) struct Suspicion {
     view: Arc<TopologyView>,
     timeout: Duration,
-    /// The last probe of each member: its incarnation, when, and what it said.
-    recent: Mutex<HashMap<MemberId, (u64, Instant, Probe)>>,
+    /// How to ask an address that accepts connections which member serves there.
+    dialer: Arc<Dialer>,
+    /// The last probe of each member: its incarnation, when, what it said, and whether
+    /// it asked who answers (`Replaced` is kept until the member leaves the topology:
+    /// it cannot change).
+    recent: Mutex<HashMap<MemberId, (u64, Instant, Probe, bool)>>,
 }
 
 impl std::fmt::Debug for Suspicion {
@@ -68,62 +79,135 @@ impl std::fmt::Debug for Suspicion {
 }
 
 impl Suspicion {
-    /// Suspicions over `view`; probes give up after `timeout`.
-    pub(crate) fn new(view: Arc<TopologyView>, timeout: Duration) -> Self {
+    /// Suspicions over `view`; probes give up after `timeout`, and ask who answers
+    /// with `dialer`'s handshake.
+    pub(crate) fn new(view: Arc<TopologyView>, timeout: Duration, dialer: Arc<Dialer>) -> Self {
         Self {
             view,
             timeout,
+            dialer,
             recent: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Probes `member` (reusing a probe of the last 250 ms) and suspects it when the
-    /// connection is refused. Returns true when it is suspected now.
-    pub(crate) async fn check(&self, member: &Member) -> bool {
-        let reuse = self
-            .recent
+    /// Probes `member`'s address: refused, or — when something accepts — whether the
+    /// handshake is answered by `member` itself or by another member (a process started
+    /// at the same address has a new member id). A handshake that fails otherwise, or
+    /// not in time, is no evidence: the address is taken as answering.
+    async fn probe_member(&self, member: &Member, ask: bool) -> Probe {
+        match probe(&member.address, self.timeout).await {
+            Probe::Accepted if ask => {
+                match tokio::time::timeout(self.timeout, open_stream(&self.dialer, member)).await {
+                    Ok(Err(OpenError::Replaced(_))) => Probe::Replaced,
+                    _ => Probe::Accepted,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The probe of `member` to reuse, if any (one that asked who answers, if `ask`).
+    fn reusable(&self, member: &Member, ask: bool) -> Option<Probe> {
+        self.recent
             .lock()
             .get(&member.id)
-            .filter(|(inc, at, _)| *inc == member.incarnation && at.elapsed() < PROBE_REUSE)
-            .map(|(_, _, p)| *p);
-        let result = match reuse {
+            .filter(|(inc, at, p, asked)| {
+                *inc == member.incarnation
+                    && (*p == Probe::Replaced || (at.elapsed() < PROBE_REUSE && (*asked || !ask)))
+            })
+            .map(|(_, _, p, _)| *p)
+    }
+
+    fn remember(&self, member: &Member, probe: Probe, asked: bool) {
+        let entry = (member.incarnation, Instant::now(), probe, asked);
+        self.recent.lock().insert(member.id.clone(), entry);
+    }
+
+    /// Probes `member` (reusing a probe of the last 250 ms) and suspects it when the
+    /// connection is refused or another member answers at its address. Returns true
+    /// when it is suspected now.
+    pub(crate) async fn check(&self, member: &Member) -> bool {
+        self.check_with(member, true).await
+    }
+
+    /// [`Suspicion::check`] after this member's own handshake with `member` just failed
+    /// otherwise than by another member answering: only whether the address refuses
+    /// connections is left to learn, so the probe asks nothing more (one connection).
+    pub(crate) async fn check_refused(&self, member: &Member) -> bool {
+        self.check_with(member, false).await
+    }
+
+    async fn check_with(&self, member: &Member, ask: bool) -> bool {
+        let result = match self.reusable(member, ask) {
             Some(p) => p,
             None => {
-                let p = probe(&member.address, self.timeout).await;
-                let entry = (member.incarnation, Instant::now(), p);
-                self.recent.lock().insert(member.id.clone(), entry);
+                let p = self.probe_member(member, ask).await;
+                self.remember(member, p, ask);
                 p
             }
         };
-        if result == Probe::Refused {
-            if self.view.suspect(member) {
-                tracing::warn!(peer = %member.id, address = %member.address,
-                    "connection refused: suspecting the member and routing its identities to the next owner");
+        match result {
+            Probe::Refused => {
+                if self.view.suspect(member) {
+                    tracing::warn!(peer = %member.id, address = %member.address,
+                        "connection refused: suspecting the member and routing its identities to the next owner");
+                }
+                true
             }
-            true
-        } else {
-            false
+            Probe::Replaced => {
+                self.suspect_replaced(member, "another member answers at its address");
+                true
+            }
+            Probe::Accepted | Probe::Unknown => false,
+        }
+    }
+
+    /// A handshake with `member` was answered by another member (`reason` says which):
+    /// `member` is suspected until it leaves the topology.
+    pub(crate) fn replaced(&self, member: &Member, reason: &str) {
+        self.remember(member, Probe::Replaced, true);
+        self.suspect_replaced(member, reason);
+    }
+
+    fn suspect_replaced(&self, member: &Member, reason: &str) {
+        if self.view.suspect(member) {
+            tracing::warn!(peer = %member.id, address = %member.address,
+                "the member is gone ({reason}): suspecting it and routing its identities to the next owner");
         }
     }
 
     /// `member` answered: it is not suspected any more.
     pub(crate) fn answered(&self, member: &Member) {
+        self.recent.lock().remove(&member.id);
         if self.view.clear_suspicion(&member.id) {
             tracing::info!(peer = %member.id, "suspected member answers again");
         }
     }
 
     /// Probes every suspected member every second and ends the suspicion of those whose
-    /// connection is no longer refused; returns when `stop` turns true.
+    /// connection is no longer refused (a member replaced at its address stays
+    /// suspected); returns when `stop` turns true.
     pub(crate) async fn reprobe(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
                 _ = tokio::time::sleep(REPROBE_EVERY) => {}
             }
+            {
+                // Forget the probes of members that left.
+                let listed = self.view.listed();
+                self.recent
+                    .lock()
+                    .retain(|id, _| listed.member(id).is_some());
+            }
             for m in self.view.suspects() {
-                if probe(&m.address, self.timeout).await != Probe::Refused {
-                    self.answered(&m);
+                if self.reusable(&m, true) == Some(Probe::Replaced) {
+                    continue;
+                }
+                match self.probe_member(&m, true).await {
+                    Probe::Refused => {}
+                    Probe::Replaced => self.replaced(&m, "another member answers at its address"),
+                    Probe::Accepted | Probe::Unknown => self.answered(&m),
                 }
             }
         }

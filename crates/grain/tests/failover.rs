@@ -4,6 +4,8 @@
 //! - a member whose address refuses connections (its process is gone) is routed
 //!   around within a second, long before the provider's TTL, and only after the next
 //!   owner confirmed it for itself;
+//! - a member whose address now answers as another member (its process restarted
+//!   there with a new id) is routed around at once, long before the provider's TTL;
 //! - a member the provider stops listing (keep-alives refused) hosts nothing until it
 //!   is listed again, and then starts its grains afresh;
 //! - an activation whose identity moved away is passivated, so it never answers stale
@@ -55,6 +57,19 @@ async fn see_members(node: &Node, n: usize) {
     assert!(seen, "{} did not see {n} members", node.member().id);
 }
 
+/// Member `id`'s config, bound to a loopback port free now (to put a proxy before it).
+fn on_free_port(cluster: &str, id: &str) -> grain::NodeConfig {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
+    drop(listener);
+    let mut c = named(cluster, id);
+    c.bind = SocketAddr::from(([127, 0, 0, 1], port));
+    c
+}
+
 /// Identities `grain0…` that `of` owns among members `ids` (all hosting the counter).
 fn owned_by(of: &str, ids: &[&str], n: usize) -> Vec<ClusterIdentity> {
     let members: Vec<Member> = ids
@@ -101,17 +116,7 @@ async fn a_member_whose_address_refuses_connections_is_routed_around_within_a_se
     let cluster = "failover-refused";
     let provider: Arc<dyn MembershipProvider> = Arc::new(InMemoryMembership::new(LONG_TTL));
     // h1 is reachable only through the proxy, which dies below.
-    let h1 = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        let port = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("{e}"))
-            .port();
-        drop(listener);
-        let mut c = named(cluster, "h1");
-        c.bind = SocketAddr::from(([127, 0, 0, 1], port));
-        c
-    };
+    let h1 = on_free_port(cluster, "h1");
     let h1_bind = h1.bind;
     let proxy = Proxy::start().await;
     proxy.forward_to(h1_bind);
@@ -157,6 +162,66 @@ async fn a_member_whose_address_refuses_connections_is_routed_around_within_a_se
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(listed.members.iter().any(|m| m.id.as_str() == "h1"));
     for n in [caller, h2, h1] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_member_whose_address_now_answers_as_another_member_is_routed_around_at_once() {
+    // A container restarted by its restart policy: a new process, a new member id, the
+    // same address, while the provider still lists the old member until its TTL.
+    let cluster = "failover-replaced";
+    let provider: Arc<dyn MembershipProvider> = Arc::new(InMemoryMembership::new(LONG_TTL));
+    let proxy = Proxy::start().await;
+    let mut h1 = on_free_port(cluster, "h1");
+    proxy.forward_to(h1.bind);
+    h1.advertise = Some(proxy.addr.to_string());
+    let h1 = start(h1, true, &provider).await;
+    let h2 = start(named(cluster, "h2"), true, &provider).await;
+    let caller = start(named(cluster, "c"), false, &provider).await;
+    for n in [&h1, &h2, &caller] {
+        see_members(n, 3).await;
+    }
+    let ids = owned_by("h1", &["h1", "h2", "h1b"], 8);
+    for id in &ids {
+        assert_eq!(add(&caller.cluster(), id).await, ("h1".to_string(), 1));
+    }
+
+    // h1 goes on running (and keeping its registration alive) but nothing reaches it:
+    // its address now leads to h1b, a new member.
+    let mut h1b = on_free_port(cluster, "h1b");
+    proxy.forward_to(h1b.bind);
+    proxy.cut();
+    h1b.advertise = Some(proxy.addr.to_string());
+    let h1b = start(h1b, true, &provider).await;
+    for n in [&h2, &caller, &h1b] {
+        see_members(n, 4).await;
+    }
+    let replaced = Instant::now();
+    let options = CallOptions::default()
+        .with_timeout(Duration::from_secs(5))
+        .with_idempotent(true);
+    for id in &ids {
+        let answer = caller
+            .cluster()
+            .call_with(id, ADD, Bytes::new(), &options)
+            .await;
+        let (member, count) = member_of(&answer.unwrap_or_else(|e| panic!("{id}: {e}")));
+        assert!(
+            member == "h2" || member == "h1b",
+            "{id} answered by {member} after h1's address was taken"
+        );
+        assert_eq!(count, 1, "{id} on {member} must start afresh");
+    }
+    let took = replaced.elapsed();
+    println!("identities of a replaced member served elsewhere after {took:?}");
+    assert!(took < Duration::from_secs(1), "failover took {took:?}");
+    let listed = provider
+        .members(None, Duration::ZERO)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(listed.members.iter().any(|m| m.id.as_str() == "h1"));
+    for n in [caller, h2, h1b, h1] {
         n.shutdown().await;
     }
 }

@@ -10,12 +10,32 @@ use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use std::sync::Arc;
+
 use super::budget::{BudgetPermit, QueueBudget};
-use super::connect::LinkConfig;
+use super::connect::{Dialer, OpenError};
 use super::pb;
+use crate::call::Backoff;
 use crate::error::CallError;
 use crate::identity::Member;
 use crate::metrics::Metrics;
+use crate::suspicion::Suspicion;
+
+/// Settings shared by all links of a member.
+#[derive(Clone, Debug)]
+pub(crate) struct LinkConfig {
+    pub(crate) metrics: Arc<Metrics>,
+    /// Who this member is in a handshake, and how it connects.
+    pub(crate) dialer: Arc<Dialer>,
+    pub(crate) queue: usize,
+    /// Payload bytes queued per link before callers wait.
+    pub(crate) queue_bytes: usize,
+    pub(crate) max_batch: usize,
+    pub(crate) max_batch_bytes: usize,
+    pub(crate) reconnect: Backoff,
+    /// Where a refused connection is reported (and an answer ends a suspicion).
+    pub(crate) suspicion: Arc<Suspicion>,
+}
 
 type ReplyTx = oneshot::Sender<Result<Bytes, CallError>>;
 
@@ -220,7 +240,7 @@ impl LinkTask {
             let opened = tokio::select! {
                 biased;
                 _ = self.closed.wait_for(|c| *c) => None,
-                r = super::connect::open(&self.config, &self.member) => Some(r),
+                r = super::connect::open(&self.config.dialer, &self.member) => Some(r),
             };
             let Some(opened) = opened else {
                 let _ = first
@@ -261,7 +281,11 @@ impl LinkTask {
                         }
                     }
                 }
-                Err(reason) => {
+                Err(e) => {
+                    let (reason, replaced) = match e {
+                        OpenError::Replaced(r) => (r, true),
+                        OpenError::Failed(r) => (r, false),
+                    };
                     if failures == 0 {
                         tracing::warn!(peer = %self.member.id, address = %self.member.address,
                             "cannot connect to peer: {reason}");
@@ -270,7 +294,10 @@ impl LinkTask {
                     }
                     let _ = first.reply.send(Err(self.unavailable(&reason, false)));
                     self.fail_queued(&reason);
-                    if self.config.suspicion.check(&self.member).await {
+                    if replaced {
+                        self.config.suspicion.replaced(&self.member, &reason);
+                        self.fail_queued("another member answers at the member's address");
+                    } else if self.config.suspicion.check_refused(&self.member).await {
                         self.fail_queued("the member refuses connections");
                     }
                     reason

@@ -1,7 +1,9 @@
-//! Opening a link's stream: connecting (over TLS when set), the handshake metadata,
-//! and checking who answered.
+//! Opening a stream to a member: connecting (over TLS when set), the handshake
+//! metadata, and checking who answered. Links use it to open their stream, and the
+//! suspicion probe to ask an address which member serves there now.
 
 use std::error::Error as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -10,44 +12,74 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Endpoint;
 
 use super::{HDR_ADDRESS, HDR_CLUSTER, HDR_MEMBER_ID, HDR_PROTOCOL, pb};
-use crate::call::Backoff;
 use crate::identity::{Member, MemberId};
-use crate::metrics::Metrics;
-use crate::suspicion::Suspicion;
-use std::sync::Arc;
 
-/// Settings shared by all links of a member.
+/// Who this member says it is in a handshake, and how it connects.
 #[derive(Clone, Debug)]
-pub(crate) struct LinkConfig {
-    pub(crate) metrics: Arc<Metrics>,
+pub(crate) struct Dialer {
     pub(crate) cluster: String,
     pub(crate) member_id: MemberId,
     pub(crate) address: String,
-    pub(crate) queue: usize,
-    /// Payload bytes queued per link before callers wait.
-    pub(crate) queue_bytes: usize,
-    pub(crate) max_batch: usize,
-    pub(crate) max_batch_bytes: usize,
     pub(crate) max_message_bytes: usize,
     pub(crate) connect_timeout: Duration,
-    pub(crate) reconnect: Backoff,
-    /// Where a refused connection is reported (and an answer ends a suspicion).
-    pub(crate) suspicion: Arc<Suspicion>,
     /// TLS to every peer, when set.
     pub(crate) tls: Option<Arc<crate::tls::Tls>>,
 }
 
+impl Dialer {
+    /// The dialer of member `me` under `config`, connecting over `tls` when set.
+    pub(crate) fn of(
+        config: &crate::config::NodeConfig,
+        me: &Member,
+        tls: Option<Arc<crate::tls::Tls>>,
+    ) -> Self {
+        Dialer {
+            cluster: config.cluster_name.clone(),
+            member_id: me.id.clone(),
+            address: me.address.clone(),
+            max_message_bytes: config.max_message_bytes,
+            connect_timeout: config.connect_timeout,
+            tls,
+        }
+    }
+}
+
+/// Why a stream could not be opened.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    /// Something answered at the member's address, but as another member, or as a
+    /// member of another cluster: the process this member was is gone (a restarted
+    /// process has a new member id), whatever its address does now.
+    Replaced(String),
+    /// Any other failure: no connection, a refused handshake, a timeout.
+    Failed(String),
+}
+
+impl From<String> for OpenError {
+    fn from(reason: String) -> Self {
+        OpenError::Failed(reason)
+    }
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Replaced(m) | OpenError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
 /// Connects to `member` and opens the `grain.v1.Remote/Open` stream, checking its
 /// cluster, member id and protocol version. `Err` says what went wrong.
-pub(super) async fn open(
-    config: &LinkConfig,
+pub(crate) async fn open(
+    config: &Dialer,
     member: &Member,
 ) -> Result<
     (
         mpsc::Sender<pb::RequestBatch>,
         tonic::Streaming<pb::ResponseBatch>,
     ),
-    String,
+    OpenError,
 > {
     let uri = format!("http://{}", member.address);
     let endpoint = Endpoint::from_shared(uri.clone())
@@ -128,18 +160,18 @@ pub(super) async fn open(
             member.address, config.cluster
         );
         tracing::error!(peer = %member.id, "{msg}");
-        return Err(msg);
+        return Err(OpenError::Replaced(msg));
     }
     if their_id != member.id.as_str() {
-        return Err(format!(
+        return Err(OpenError::Replaced(format!(
             "{} is now member '{their_id}', not '{}'",
             member.address, member.id
-        ));
+        )));
     }
     if let Err(msg) = super::check_protocol(md.get(HDR_PROTOCOL).map(|v| v.to_str()), "callee") {
         let msg = format!("{}: {msg}", member.address);
         tracing::error!(peer = %member.id, "{msg}");
-        return Err(msg);
+        return Err(OpenError::Failed(msg));
     }
     Ok((tx, response.into_inner()))
 }

@@ -12,7 +12,7 @@ use tonic::metadata::MetadataValue;
 
 use super::client::PeerLink;
 use super::server::{Dispatch, Leave, RemoteService, ResponseSink, Server, ServerLimits};
-use super::{HDR_ADDRESS, HDR_CLUSTER, HDR_MEMBER_ID, HDR_PROTOCOL, LinkConfig, pb};
+use super::{Dialer, HDR_ADDRESS, HDR_CLUSTER, HDR_MEMBER_ID, HDR_PROTOCOL, LinkConfig, pb};
 use crate::call::Backoff;
 use crate::error::CallError;
 use crate::identity::{Member, MemberId};
@@ -329,21 +329,24 @@ async fn callers_wait_for_room_in_a_links_byte_queue_within_their_deadline() {
     let me = member("caller", "127.0.0.1:2");
     let peer = member("silent", &address);
     let view = Arc::new(TopologyView::new(me.clone()));
+    let dialer = Arc::new(Dialer {
+        cluster: CLUSTER.into(),
+        member_id: me.id.clone(),
+        address: me.address.clone(),
+        max_message_bytes: 16 << 20,
+        connect_timeout: Duration::from_secs(30),
+        tls: None,
+    });
     let link = PeerLink::spawn(
         LinkConfig {
             metrics: Arc::new(Metrics::new(None, &me)),
-            cluster: CLUSTER.into(),
-            member_id: me.id.clone(),
-            address: me.address.clone(),
+            dialer: dialer.clone(),
             queue: 100,
             queue_bytes: 1024 * KIB,
             max_batch: 8,
             max_batch_bytes: 8 << 20,
-            max_message_bytes: 16 << 20,
-            connect_timeout: Duration::from_secs(30),
             reconnect: Backoff::default(),
-            suspicion: Arc::new(Suspicion::new(view, Duration::from_millis(100))),
-            tls: None,
+            suspicion: Arc::new(Suspicion::new(view, Duration::from_millis(100), dialer)),
         },
         peer,
     );

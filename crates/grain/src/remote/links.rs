@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::client::LinkConfig;
 use super::client::PeerLink;
-use super::connect::LinkConfig;
 use crate::identity::{Member, MemberId};
 use crate::topology::TopologyView;
 
@@ -110,6 +110,7 @@ mod tests {
     use super::*;
     use crate::call::Backoff;
     use crate::metrics::Metrics;
+    use crate::remote::Dialer;
     use crate::suspicion::Suspicion;
 
     fn member(id: &str) -> Member {
@@ -122,21 +123,25 @@ mod tests {
     }
 
     fn links(me: &Member, view: &Arc<TopologyView>) -> Links {
-        let suspicion = Arc::new(Suspicion::new(view.clone(), Duration::from_millis(100)));
-        Links::new(LinkConfig {
-            metrics: Arc::new(Metrics::new(None, me)),
+        let dialer = Arc::new(Dialer {
             cluster: "test".into(),
             member_id: me.id.clone(),
             address: me.address.clone(),
+            max_message_bytes: 4 << 20,
+            connect_timeout: Duration::from_secs(1),
+            tls: None,
+        });
+        let timeout = Duration::from_millis(100);
+        let suspicion = Arc::new(Suspicion::new(view.clone(), timeout, dialer.clone()));
+        Links::new(LinkConfig {
+            metrics: Arc::new(Metrics::new(None, me)),
+            dialer,
             queue: 8,
             queue_bytes: 1 << 20,
             max_batch: 8,
             max_batch_bytes: 1 << 20,
-            max_message_bytes: 4 << 20,
-            connect_timeout: Duration::from_secs(1),
             reconnect: Backoff::default(),
             suspicion,
-            tls: None,
         })
     }
 

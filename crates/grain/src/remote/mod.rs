@@ -28,7 +28,8 @@ mod limits_tests;
 mod links;
 mod server;
 
-pub(crate) use connect::LinkConfig;
+pub(crate) use client::LinkConfig;
+pub(crate) use connect::{Dialer, OpenError, open as open_stream};
 pub(crate) use links::Links;
 pub(crate) use server::{Dispatch, Leave, RemoteService, ResponseSink, Server, ServerLimits};
 
