@@ -111,66 +111,18 @@ async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-#[tokio::test]
-async fn a_member_whose_address_refuses_connections_is_routed_around_within_a_second() {
-    let cluster = "failover-refused";
-    let provider: Arc<dyn MembershipProvider> = Arc::new(InMemoryMembership::new(LONG_TTL));
-    // h1 is reachable only through the proxy, which dies below.
-    let h1 = on_free_port(cluster, "h1");
-    let h1_bind = h1.bind;
-    let proxy = Proxy::start().await;
-    proxy.forward_to(h1_bind);
-    let mut h1 = h1;
-    h1.advertise = Some(proxy.addr.to_string());
-    let h1 = start(h1, true, &provider).await;
-    let h2 = start(named(cluster, "h2"), true, &provider).await;
-    let caller = start(named(cluster, "c"), false, &provider).await;
-    for n in [&h1, &h2, &caller] {
-        see_members(n, 3).await;
-    }
-    let ids = owned_by("h1", &["h1", "h2"], 8);
-    for id in &ids {
-        assert_eq!(add(&caller.cluster(), id).await, ("h1".to_string(), 1));
-    }
-
-    proxy.kill();
-    let killed = Instant::now();
-    // Idempotent, as FizzBuzz's methods are: a call written just as the stream broke
-    // may be sent again.
-    let options = CallOptions::default()
-        .with_timeout(Duration::from_secs(5))
-        .with_idempotent(true);
-    for id in &ids {
-        let answer = caller
-            .cluster()
-            .call_with(id, ADD, Bytes::new(), &options)
-            .await;
-        let (member, count) = member_of(&answer.unwrap_or_else(|e| panic!("{id}: {e}")));
-        assert_eq!(
-            (member.as_str(), count),
-            ("h2", 1),
-            "{id} after h1's address died"
-        );
-    }
-    let took = killed.elapsed();
-    println!("identities of a dead member served elsewhere after {took:?}");
-    assert!(took < Duration::from_secs(1), "failover took {took:?}");
-    // Not by the TTL: the provider still lists h1.
-    let listed = provider
-        .members(None, Duration::ZERO)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(listed.members.iter().any(|m| m.id.as_str() == "h1"));
-    for n in [caller, h2, h1] {
-        n.shutdown().await;
-    }
+/// h1 and h2 hosting the counter, h1 reachable only through a proxy, and a caller
+/// that made h1 activate `ids` (identities h1 owns among `owners`).
+struct BehindProxy {
+    provider: Arc<dyn MembershipProvider>,
+    proxy: Proxy,
+    h1: Node,
+    h2: Node,
+    caller: Node,
+    ids: Vec<ClusterIdentity>,
 }
 
-#[tokio::test]
-async fn a_member_whose_address_now_answers_as_another_member_is_routed_around_at_once() {
-    // A container restarted by its restart policy: a new process, a new member id, the
-    // same address, while the provider still lists the old member until its TTL.
-    let cluster = "failover-replaced";
+async fn h1_behind_a_proxy(cluster: &str, owners: &[&str]) -> BehindProxy {
     let provider: Arc<dyn MembershipProvider> = Arc::new(InMemoryMembership::new(LONG_TTL));
     let proxy = Proxy::start().await;
     let mut h1 = on_free_port(cluster, "h1");
@@ -182,48 +134,105 @@ async fn a_member_whose_address_now_answers_as_another_member_is_routed_around_a
     for n in [&h1, &h2, &caller] {
         see_members(n, 3).await;
     }
-    let ids = owned_by("h1", &["h1", "h2", "h1b"], 8);
+    let ids = owned_by("h1", owners, 8);
     for id in &ids {
         assert_eq!(add(&caller.cluster(), id).await, ("h1".to_string(), 1));
     }
+    BehindProxy {
+        provider,
+        proxy,
+        h1,
+        h2,
+        caller,
+        ids,
+    }
+}
 
+impl BehindProxy {
+    /// Calls every identity again (idempotent, as FizzBuzz's methods are: a call written
+    /// just as the stream broke may be sent again), each answering within 5 s; returns
+    /// who answered each and its count, and how long all took.
+    async fn call_all_again(&self) -> (Vec<(String, u64)>, Duration) {
+        let started = Instant::now();
+        let options = CallOptions::default()
+            .with_timeout(Duration::from_secs(5))
+            .with_idempotent(true);
+        let mut answers = Vec::new();
+        for id in &self.ids {
+            let answer = self
+                .caller
+                .cluster()
+                .call_with(id, ADD, Bytes::new(), &options)
+                .await;
+            answers.push(member_of(&answer.unwrap_or_else(|e| panic!("{id}: {e}"))));
+        }
+        (answers, started.elapsed())
+    }
+
+    /// The provider still lists h1: what happened was not its TTL's doing.
+    async fn h1_still_listed(&self) {
+        let listed = self
+            .provider
+            .members(None, Duration::ZERO)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(listed.members.iter().any(|m| m.id.as_str() == "h1"));
+    }
+
+    async fn shutdown(self) {
+        for n in [self.caller, self.h2, self.h1] {
+            n.shutdown().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_member_whose_address_refuses_connections_is_routed_around_within_a_second() {
+    let t = h1_behind_a_proxy("failover-refused", &["h1", "h2"]).await;
+    t.proxy.kill();
+    let (answers, took) = t.call_all_again().await;
+    for (id, answer) in t.ids.iter().zip(&answers) {
+        assert_eq!(
+            (answer.0.as_str(), answer.1),
+            ("h2", 1),
+            "{id} after h1's address died"
+        );
+    }
+    println!("identities of a dead member served elsewhere after {took:?}");
+    assert!(took < Duration::from_secs(1), "failover took {took:?}");
+    t.h1_still_listed().await;
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_member_whose_address_now_answers_as_another_member_is_routed_around_at_once() {
+    // A container restarted by its restart policy: a new process, a new member id, the
+    // same address, while the provider still lists the old member until its TTL.
+    let cluster = "failover-replaced";
+    let t = h1_behind_a_proxy(cluster, &["h1", "h2", "h1b"]).await;
     // h1 goes on running (and keeping its registration alive) but nothing reaches it:
     // its address now leads to h1b, a new member.
     let mut h1b = on_free_port(cluster, "h1b");
-    proxy.forward_to(h1b.bind);
-    proxy.cut();
-    h1b.advertise = Some(proxy.addr.to_string());
-    let h1b = start(h1b, true, &provider).await;
-    for n in [&h2, &caller, &h1b] {
+    t.proxy.forward_to(h1b.bind);
+    t.proxy.cut();
+    h1b.advertise = Some(t.proxy.addr.to_string());
+    let h1b = start(h1b, true, &t.provider).await;
+    for n in [&t.h2, &t.caller, &h1b] {
         see_members(n, 4).await;
     }
-    let replaced = Instant::now();
-    let options = CallOptions::default()
-        .with_timeout(Duration::from_secs(5))
-        .with_idempotent(true);
-    for id in &ids {
-        let answer = caller
-            .cluster()
-            .call_with(id, ADD, Bytes::new(), &options)
-            .await;
-        let (member, count) = member_of(&answer.unwrap_or_else(|e| panic!("{id}: {e}")));
+    let (answers, took) = t.call_all_again().await;
+    for (id, (member, count)) in t.ids.iter().zip(&answers) {
         assert!(
             member == "h2" || member == "h1b",
             "{id} answered by {member} after h1's address was taken"
         );
-        assert_eq!(count, 1, "{id} on {member} must start afresh");
+        assert_eq!(*count, 1, "{id} on {member} must start afresh");
     }
-    let took = replaced.elapsed();
     println!("identities of a replaced member served elsewhere after {took:?}");
     assert!(took < Duration::from_secs(1), "failover took {took:?}");
-    let listed = provider
-        .members(None, Duration::ZERO)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(listed.members.iter().any(|m| m.id.as_str() == "h1"));
-    for n in [caller, h2, h1b, h1] {
-        n.shutdown().await;
-    }
+    t.h1_still_listed().await;
+    h1b.shutdown().await;
+    t.shutdown().await;
 }
 
 /// A provider that can refuse one member's keep-alives, and panic once in `members`.
