@@ -58,6 +58,11 @@ const CLUSTER: &str = "fuzz";
 const PEER: &str = "fuzz-peer";
 /// The largest message the member accepts (as [`NodeConfig::max_message_bytes`]).
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// The longest a fuzzed grain sleeps (past every deadline worth fuzzing).
+const SLEEP_MAX: Duration = Duration::from_secs(2);
+/// How long after its answers an input waits for its activations to passivate:
+/// `SLEEP_MAX`, then the kinds' idle timeout (1 s) and a sweep, with room to spare.
+const LEFT_BEHIND: Duration = Duration::from_secs(10);
 
 /// Methods of the grain kinds the fuzzed member hosts (`Fuzz`, and `Flaky`, whose
 /// activation fails for identities starting with `x`).
@@ -124,6 +129,8 @@ pub fn handshake(bytes: &[u8]) {
 struct Harness {
     runtime: tokio::runtime::Runtime,
     service: RemoteService,
+    /// The member's activations: each input waits until they are all gone.
+    catalog: Arc<crate::catalog::Catalog>,
     /// Kept running for the life of the process.
     _node: Node,
     _metrics: SdkMeterProvider,
@@ -186,6 +193,7 @@ impl Harness {
             Ok::<_, String>(node)
         })?;
         let cluster = node.cluster();
+        let catalog = cluster.shared.catalog.clone();
         let metrics_of_node = cluster.shared.metrics.clone();
         let inbound = Arc::new(Inbound::new(cluster));
         let service =
@@ -193,6 +201,7 @@ impl Harness {
         Ok(Harness {
             runtime,
             service,
+            catalog,
             _node: node,
             _metrics: metrics,
         })
@@ -204,7 +213,9 @@ impl Harness {
 
     /// Opens a stream with handshake `md` whose one message is `message` (if not
     /// empty), and reads the answers until the member has answered every request;
-    /// then lets the activations it made passivate.
+    /// then lets the activations it made passivate: an input leaves nothing behind
+    /// (activations still running a sleep whose call timed out had piled up, their
+    /// timers and catalog entries slowing every later input).
     async fn serve(&self, md: MetadataMap, message: Bytes) {
         let messages: Vec<Result<Bytes, Status>> = if message.is_empty() {
             Vec::new()
@@ -224,8 +235,12 @@ impl Harness {
                 }
             }
         }
-        // Past the kinds' idle timeout: what this input activated is passivated.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // A grain sleeps at most SLEEP_MAX and is swept once idle for its timeout:
+        // every activation is gone well within LEFT_BEHIND of (paused) time.
+        let until = tokio::time::Instant::now() + LEFT_BEHIND;
+        while self.catalog.live_count() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 }
 
@@ -308,7 +323,7 @@ impl Grain for FuzzGrain {
                     .iter()
                     .take(4)
                     .fold(0u64, |n, b| n << 8 | u64::from(*b));
-                tokio::time::sleep(Duration::from_millis(ms)).await;
+                tokio::time::sleep(Duration::from_millis(ms).min(SLEEP_MAX)).await;
                 // What a nested call would carry on: the deadline and trace context.
                 let options = ctx.call_options();
                 let headers: &HashMap<String, String> = &options.headers;
