@@ -16,9 +16,12 @@
 //!   as "wrong owner" at once: this member probes that owner itself, and only if its own
 //!   connection attempt is refused does it suspect it too — and then own the identity.
 //!   One caller's view alone never creates a second activation.
-//! - **It ends** when the member answers again (a link connects, or a later probe is
-//!   neither refused nor answered by another member — checked every second) or leaves
-//!   the topology. A member replaced at its address stays suspected until it leaves.
+//! - **It ends** when the member itself answers again (a link connects, or a later
+//!   probe's handshake is answered by this very member — checked every second) or
+//!   leaves the topology. Silence is not an answer: a probe that times out, cannot
+//!   resolve the address (a stopped container's name), or is accepted by something that
+//!   does not complete the handshake keeps the suspicion. A member replaced at its
+//!   address stays suspected until it leaves.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,8 +45,11 @@ const REPROBE_EVERY: Duration = Duration::from_secs(1);
 pub(crate) enum Probe {
     /// Refused: nothing listens there.
     Refused,
-    /// Something accepted the connection.
+    /// Something accepted the connection (and, when the probe asked, did not answer
+    /// the handshake, in time or at all): no evidence either way.
     Accepted,
+    /// The handshake was answered by the member itself: it is alive.
+    Answered,
     /// No answer within the time limit, or another error: no evidence either way.
     Unknown,
     /// The handshake was answered by another member (or another cluster's): the
@@ -93,13 +99,14 @@ impl Suspicion {
     /// Probes `member`'s address: refused, or — when something accepts — whether the
     /// handshake is answered by `member` itself or by another member (a process started
     /// at the same address has a new member id). A handshake that fails otherwise, or
-    /// not in time, is no evidence: the address is taken as answering.
+    /// not in time, is no evidence either way (`Accepted`).
     async fn probe_member(&self, member: &Member, ask: bool) -> Probe {
         match probe(&member.address, self.timeout).await {
             Probe::Accepted if ask => {
                 match tokio::time::timeout(self.timeout, open_stream(&self.dialer, member)).await {
+                    Ok(Ok(_)) => Probe::Answered,
                     Ok(Err(OpenError::Replaced(_))) => Probe::Replaced,
-                    _ => Probe::Accepted,
+                    Ok(Err(OpenError::Failed(_))) | Err(_) => Probe::Accepted,
                 }
             }
             other => other,
@@ -158,7 +165,7 @@ impl Suspicion {
                 self.suspect_replaced(member, "another member answers at its address");
                 true
             }
-            Probe::Accepted | Probe::Unknown => false,
+            Probe::Accepted | Probe::Answered | Probe::Unknown => false,
         }
     }
 
@@ -184,9 +191,9 @@ impl Suspicion {
         }
     }
 
-    /// Probes every suspected member every second and ends the suspicion of those whose
-    /// connection is no longer refused (a member replaced at its address stays
-    /// suspected); returns when `stop` turns true.
+    /// Probes every suspected member every second and ends the suspicion of those that
+    /// answer the handshake themselves (no answer, or a refused connection, keeps it; a
+    /// member replaced at its address stays suspected); returns when `stop` turns true.
     pub(crate) async fn reprobe(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
             tokio::select! {
@@ -205,9 +212,12 @@ impl Suspicion {
                     continue;
                 }
                 match self.probe_member(&m, true).await {
-                    Probe::Refused => {}
+                    Probe::Answered => self.answered(&m),
                     Probe::Replaced => self.replaced(&m, "another member answers at its address"),
-                    Probe::Accepted | Probe::Unknown => self.answered(&m),
+                    // Silence is no answer: a stopped container's name that no longer
+                    // resolves, or a port that accepts but never completes the
+                    // handshake, says nothing about the member being back.
+                    Probe::Refused | Probe::Accepted | Probe::Unknown => {}
                 }
             }
         }

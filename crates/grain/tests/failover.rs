@@ -6,6 +6,8 @@
 //!   owner confirmed it for itself;
 //! - a member whose address now answers as another member (its process restarted
 //!   there with a new id) is routed around at once, long before the provider's TTL;
+//! - a dead member whose address then falls silent stays routed around: only its own
+//!   handshake ends a suspicion;
 //! - a member the provider stops listing (keep-alives refused) hosts nothing until it
 //!   is listed again, and then starts its grains afresh;
 //! - an activation whose identity moved away is passivated, so it never answers stale
@@ -23,7 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::proxy::Proxy;
+use common::proxy::{Proxy, Silent};
 use common::*;
 use grain::membership::{InMemoryMembership, MemberSnapshot, MembershipError, MembershipProvider};
 use grain::{CallOptions, ClusterIdentity, Member, MemberId, Node};
@@ -232,6 +234,51 @@ async fn a_member_whose_address_now_answers_as_another_member_is_routed_around_a
     assert!(took < Duration::from_secs(1), "failover took {took:?}");
     t.h1_still_listed().await;
     h1b.shutdown().await;
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dead_member_whose_address_falls_silent_stays_routed_around() {
+    // A killed container: its address first refuses connections; then, the container
+    // stopped, nothing there answers (its name stops resolving, or something accepts
+    // and never completes the handshake). Silence is no sign that the member is back:
+    // only the member's own handshake ends the suspicion.
+    let t = h1_behind_a_proxy("failover-silent", &["h1", "h2"]).await;
+    t.proxy.kill();
+    let (answers, _) = t.call_all_again().await;
+    for (id, answer) in t.ids.iter().zip(&answers) {
+        assert_eq!(
+            (answer.0.as_str(), answer.1),
+            ("h2", 1),
+            "{id} after h1 died"
+        );
+    }
+    let silent = Silent::listen(t.proxy.addr).await;
+    // The caller and h2 both suspect h1 and probe it every second (a connection, then
+    // a handshake that gets no answer): wait for a few rounds of them.
+    let mut probes = silent.accepted_changes();
+    // (A member that wrongly took silence for an answer stops probing.)
+    let probed = tokio::time::timeout(Duration::from_secs(15), probes.wait_for(|n| *n >= 8));
+    let probed = probed.await.is_ok();
+    for node in [&t.caller, &t.h2] {
+        let placed = node.cluster().topology();
+        assert!(
+            placed.members().iter().all(|m| m.id.as_str() != "h1"),
+            "{} placed identities on h1 again although it never answered",
+            node.member().id
+        );
+    }
+    assert!(probed, "h1's silent address was not probed");
+    let (answers, _) = t.call_all_again().await;
+    for (id, answer) in t.ids.iter().zip(&answers) {
+        assert_eq!(
+            (answer.0.as_str(), answer.1),
+            ("h2", 2),
+            "{id} while h1 is silent"
+        );
+    }
+    t.h1_still_listed().await;
+    drop(silent);
     t.shutdown().await;
 }
 

@@ -128,3 +128,52 @@ impl Drop for Proxy {
         self.kill();
     }
 }
+
+/// A port that accepts connections and never says a word: what a probe meets where a
+/// process accepts but does not complete the handshake. Dropping it closes it.
+pub struct Silent {
+    accepted: watch::Sender<usize>,
+    accept_loop: AbortHandle,
+}
+
+impl Silent {
+    /// Listens on `addr` (a port just closed: retried for up to 5 s while it is still
+    /// being released), holding every connection open without reading or writing.
+    pub async fn listen(addr: SocketAddr) -> Self {
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(e) if tokio::time::Instant::now() > until => panic!("cannot bind {addr}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let accepted = watch::Sender::new(0);
+        let accept_loop = tokio::spawn({
+            let accepted = accepted.clone();
+            async move {
+                let mut held = Vec::new();
+                while let Ok((inbound, _)) = listener.accept().await {
+                    held.push(inbound);
+                    accepted.send_modify(|n| *n += 1);
+                }
+            }
+        })
+        .abort_handle();
+        Self {
+            accepted,
+            accept_loop,
+        }
+    }
+
+    /// Sees every new accepted connection.
+    pub fn accepted_changes(&self) -> watch::Receiver<usize> {
+        self.accepted.subscribe()
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.accept_loop.abort();
+    }
+}
