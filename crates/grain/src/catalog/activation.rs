@@ -248,13 +248,18 @@ impl Catalog {
             })
         );
         let label = if unknown { "unknown" } else { method.as_str() };
-        metrics.received(&kind, label, result.is_ok(), handling);
+        let rpc_method = if unknown { "_OTHER" } else { method.as_str() };
+        let code = result
+            .as_ref()
+            .err()
+            .map_or(tonic::Code::Ok, CallError::code);
+        let answered = reply.as_ref().map(|_| (rpc_method, code, received));
+        metrics.served(&kind, label, result.is_ok(), handling, answered);
         res.ctx.headers = HashMap::new();
         res.ctx.deadline = None;
         res.ctx.trace = None;
         if let Some(reply) = reply {
-            let rpc_method = if unknown { "_OTHER" } else { method.as_str() };
-            self.respond(rpc_method, received, trace.as_ref(), reply, result);
+            self.respond_recorded(trace.as_ref(), reply, result);
         }
     }
 

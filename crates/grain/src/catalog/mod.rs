@@ -237,6 +237,16 @@ impl Catalog {
             .err()
             .map_or(tonic::Code::Ok, CallError::code);
         self.metrics.server_call(method, code, received);
+        self.respond_recorded(trace, reply, result);
+    }
+
+    /// [`Catalog::respond`] when `rpc.server.call.duration` is recorded already.
+    pub(crate) fn respond_recorded(
+        &self,
+        trace: Option<&opentelemetry::Context>,
+        reply: Box<dyn Reply>,
+        result: Result<Bytes, CallError>,
+    ) {
         if let Some(cx) = trace {
             crate::trace::end_server(cx, &result);
         }

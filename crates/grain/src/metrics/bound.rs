@@ -12,11 +12,45 @@ use crate::grain::Code;
 /// At most this many keys get a shared entry in a [`Table`].
 pub(crate) const MAX_BOUND: usize = 512;
 
+/// The pairs a [`Table`] finds by a linear scan before it hashes: a member calls and
+/// serves a handful of (kind, method) pairs, and comparing a few short strings costs
+/// less than hashing two.
+const SCANNED: usize = 8;
+
 /// Bound handles per (kind, method), made at a pair's first call. Past [`MAX_BOUND`]
 /// pairs (method names come from peers on the serving side), a lookup makes a fresh
 /// entry that is not kept, whose handles the SDK unbinds when it is dropped.
 pub(crate) struct Table<T> {
-    map: RwLock<hashbrown::HashMap<PairKey, Arc<T>>>,
+    pairs: RwLock<Pairs<T>>,
+}
+
+/// The first [`SCANNED`] pairs in a vector, the rest in a hash map.
+struct Pairs<T> {
+    first: Vec<(PairKey, Arc<T>)>,
+    rest: hashbrown::HashMap<PairKey, Arc<T>>,
+}
+
+impl<T> Pairs<T> {
+    fn find(&self, kind: &str, method: &str) -> Option<&Arc<T>> {
+        let same = |k: &PairKey| *k.1 == *method && *k.0 == *kind;
+        match self.first.iter().find(|(k, _)| same(k)) {
+            Some((_, t)) => Some(t),
+            None if self.first.len() < SCANNED => None,
+            None => self.rest.get(&Pair(kind, method)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.first.len() + self.rest.len()
+    }
+
+    fn insert(&mut self, key: PairKey, t: Arc<T>) {
+        if self.first.len() < SCANNED {
+            self.first.push((key, t));
+        } else {
+            self.rest.insert(key, t);
+        }
+    }
 }
 
 /// A (kind, method) pair as a [`Table`] keeps it.
@@ -25,7 +59,10 @@ type PairKey = (Arc<str>, Box<str>);
 impl<T> Default for Table<T> {
     fn default() -> Self {
         Self {
-            map: RwLock::new(hashbrown::HashMap::new()),
+            pairs: RwLock::new(Pairs {
+                first: Vec::with_capacity(SCANNED),
+                rest: hashbrown::HashMap::new(),
+            }),
         }
     }
 }
@@ -49,16 +86,16 @@ impl hashbrown::Equivalent<PairKey> for Pair<'_> {
 
 impl<T> Table<T> {
     pub(crate) fn get(&self, kind: &str, method: &str, make: impl FnOnce() -> T) -> Arc<T> {
-        if let Some(t) = self.map.read().get(&Pair(kind, method)) {
+        if let Some(t) = self.pairs.read().find(kind, method) {
             return t.clone();
         }
-        let mut map = self.map.write();
-        if let Some(t) = map.get(&Pair(kind, method)) {
+        let mut pairs = self.pairs.write();
+        if let Some(t) = pairs.find(kind, method) {
             return t.clone();
         }
         let t = Arc::new(make());
-        if map.len() < MAX_BOUND {
-            map.insert((kind.into(), method.into()), t.clone());
+        if pairs.len() < MAX_BOUND {
+            pairs.insert((kind.into(), method.into()), t.clone());
         }
         t
     }
@@ -80,10 +117,12 @@ pub(crate) struct ClientMeters {
     pub(crate) rpc: Rpc,
 }
 
-/// `protoactor_actor_messagereceive_duration` of one (kind, method), by outcome.
+/// What a member records of the calls it serves to one (kind, method label):
+/// `protoactor_actor_messagereceive_duration` by outcome, and `rpc.server.call.duration`.
 #[derive(Default)]
 pub(crate) struct ReceivedMeters {
     pub(crate) by_outcome: [OnceLock<BoundHistogram<f64>>; 2],
+    pub(crate) rpc: Rpc,
 }
 
 /// The envelope counts of one message ("request" or "response").
@@ -100,6 +139,9 @@ const MAX_RPC_HANDLES: usize = 64;
 /// Bound handles of an RPC duration of one method, by status code and peer address.
 #[derive(Default)]
 pub(crate) struct Rpc {
+    /// The handle of the first peer answered with `OK`, found without a lock: most
+    /// calls of a method succeed, and go to one member.
+    first_ok: OnceLock<(Option<Box<str>>, BoundHistogram<f64>)>,
     handles: RwLock<Vec<RpcHandle>>,
 }
 
@@ -110,6 +152,31 @@ impl Rpc {
     /// Records `value` on the handle of (`code`, `peer`), bound by `bind` at its first
     /// use; past [`MAX_RPC_HANDLES`] the handle is bound for this record only.
     pub(crate) fn record(
+        &self,
+        code: Code,
+        peer: Option<&str>,
+        value: f64,
+        bind: impl FnOnce(Code, Option<&str>) -> BoundHistogram<f64>,
+    ) {
+        if code == Code::Ok {
+            match self.first_ok.get() {
+                Some((p, h)) if p.as_deref() == peer => return h.record(value),
+                Some(_) => {}
+                None => {
+                    let h = bind(code, peer);
+                    h.record(value);
+                    // Another thread may have set it first: this handle is then
+                    // dropped, and what it recorded stays with the attribute set.
+                    let _ = self.first_ok.set((peer.map(Box::from), h));
+                    return;
+                }
+            }
+        }
+        self.record_other(code, peer, value, bind);
+    }
+
+    /// [`Rpc::record`] past the first `OK` handle.
+    fn record_other(
         &self,
         code: Code,
         peer: Option<&str>,
@@ -147,4 +214,108 @@ pub(crate) fn outcome_index(outcome: &str) -> usize {
 
 pub(crate) fn source_index(source: &str) -> usize {
     usize::from(source != "cache")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_finds_each_pair_it_keeps_and_keeps_at_most_max_bound() {
+        let table: Table<usize> = Table::default();
+        let pair = |i: usize| (format!("Kind{}", i % 3), format!("method{i}"));
+        let mut made = 0;
+        for i in 0..MAX_BOUND + 10 {
+            let (k, m) = pair(i);
+            let got = table.get(&k, &m, || {
+                made += 1;
+                i
+            });
+            assert_eq!(*got, i);
+        }
+        assert_eq!(made, MAX_BOUND + 10);
+        // Kept pairs, scanned or hashed, are found again without being made.
+        for i in [0, 1, SCANNED - 1, SCANNED, SCANNED + 1, MAX_BOUND - 1] {
+            let (k, m) = pair(i);
+            assert_eq!(*table.get(&k, &m, || usize::MAX), i, "pair {i}");
+        }
+        // Past the bound, each lookup makes a fresh entry.
+        let (k, m) = pair(MAX_BOUND + 3);
+        assert_eq!(*table.get(&k, &m, || usize::MAX), usize::MAX);
+        assert_eq!(table.pairs.read().len(), MAX_BOUND);
+    }
+
+    /// Keeps every measurement with the attributes its handle was bound to.
+    #[derive(Clone, Default)]
+    struct Kept(Arc<parking_lot::Mutex<Vec<(String, f64)>>>);
+
+    impl opentelemetry::metrics::SyncInstrument<f64> for Kept {
+        fn measure(&self, value: f64, attributes: &[KeyValue]) {
+            let at: Vec<String> = attributes.iter().map(|kv| kv.value.to_string()).collect();
+            self.0.lock().push((at.join(" "), value));
+        }
+
+        fn bind(
+            &self,
+            attributes: &[KeyValue],
+        ) -> Box<dyn opentelemetry::metrics::BoundSyncInstrument<f64> + Send + Sync> {
+            Box::new(KeptBound(self.clone(), attributes.to_vec()))
+        }
+    }
+
+    struct KeptBound(Kept, Vec<KeyValue>);
+
+    impl opentelemetry::metrics::BoundSyncInstrument<f64> for KeptBound {
+        fn measure(&self, value: f64) {
+            opentelemetry::metrics::SyncInstrument::measure(&self.0, value, &self.1);
+        }
+    }
+
+    #[test]
+    fn an_rpc_records_each_value_on_the_handle_of_its_code_and_peer() {
+        let kept = Kept::default();
+        let histogram = opentelemetry::metrics::Histogram::new(Arc::new(kept.clone()));
+        let rpc = Rpc::default();
+        let mut bound = 0;
+        let mut record = |code: Code, peer: Option<&str>, value: f64| {
+            rpc.record(code, peer, value, |code, peer| {
+                bound += 1;
+                let at = [
+                    KeyValue::new("code", format!("{code:?}")),
+                    KeyValue::new("peer", peer.unwrap_or("-").to_string()),
+                ];
+                histogram.bind(&at)
+            });
+        };
+        record(Code::Ok, Some("a:1"), 1.0);
+        record(Code::Ok, Some("a:1"), 2.0);
+        record(Code::Ok, Some("b:1"), 3.0);
+        record(Code::Internal, Some("a:1"), 4.0);
+        record(Code::Ok, None, 5.0);
+        record(Code::Ok, Some("b:1"), 6.0);
+        record(Code::Internal, Some("a:1"), 7.0);
+        assert_eq!(bound, 4, "one handle per (code, peer)");
+        let got = kept.0.lock().clone();
+        let want = [
+            ("Ok a:1", 1.0),
+            ("Ok a:1", 2.0),
+            ("Ok b:1", 3.0),
+            ("Internal a:1", 4.0),
+            ("Ok -", 5.0),
+            ("Ok b:1", 6.0),
+            ("Internal a:1", 7.0),
+        ];
+        let want: Vec<(String, f64)> = want.iter().map(|(a, v)| (a.to_string(), *v)).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn pairs_that_share_a_kind_or_a_method_are_other_pairs() {
+        let table: Table<u8> = Table::default();
+        assert_eq!(*table.get("A", "m", || 1), 1);
+        assert_eq!(*table.get("B", "m", || 2), 2);
+        assert_eq!(*table.get("A", "n", || 3), 3);
+        assert_eq!(*table.get("A", "m", || 0), 1);
+        assert_eq!(*table.get("B", "m", || 0), 2);
+    }
 }
