@@ -350,17 +350,23 @@ impl Cluster {
         deadline: Instant,
     ) -> (Result<Bytes, CallError>, &'static str, Option<Member>) {
         let (id, method) = (call.id, call.method);
-        // Timed only when recorded: two clock reads a call are worth saving.
-        let resolving = call.meters.as_ref().map(|m| (m, Instant::now()));
         let (owner, hit) = {
             let view = self.shared.topology.load();
-            let (owner, hit) = view.owner_cached(id);
-            (owner.cloned(), hit)
+            match view.cached(id) {
+                Some(owner) => (owner.cloned(), true),
+                None => {
+                    // Timed only when looked up and recorded, as Proto.Actor does: a
+                    // cache hit is not worth two clock reads and a histogram record.
+                    let resolving = call.meters.as_ref().map(|m| (m, Instant::now()));
+                    let (owner, hit) = view.owner_cached(id);
+                    if let Some((m, resolving)) = resolving {
+                        self.shared.metrics.resolved(m, resolving.elapsed());
+                    }
+                    (owner.cloned(), hit)
+                }
+            }
         };
         let source = if hit { "cache" } else { "lookup" };
-        if let Some((m, resolving)) = resolving {
-            self.shared.metrics.resolved(m, source, resolving.elapsed());
-        }
         let Some(owner) = owner else {
             let kind = id.kind().to_string();
             return (Err(CallError::NoMemberHostsKind { kind }), source, None);

@@ -69,12 +69,19 @@ impl PlacementTable {
         }
     }
 
+    /// The owner of `id` if the cache holds it (`Some(None)`: no member hosts its kind).
+    pub fn cached(&self, id: &ClusterIdentity) -> Option<Option<&Member>> {
+        let members = self.topology.members();
+        let hit = self.cache.lock().get(id).copied()?;
+        Some(hit.map(|i| &members[i]))
+    }
+
     /// The owner of `id`, and whether it came from the cache (`true`) or was computed.
     pub fn owner_cached(&self, id: &ClusterIdentity) -> (Option<&Member>, bool) {
-        let members = self.topology.members();
-        if let Some(hit) = self.cache.lock().get(id).copied() {
-            return (hit.map(|i| &members[i]), true);
+        if let Some(hit) = self.cached(id) {
+            return (hit, true);
         }
+        let members = self.topology.members();
         let index = self.owner_index(id.kind(), id.identity());
         let mut cache = self.cache.lock();
         if cache.len() >= CACHE_LIMIT {

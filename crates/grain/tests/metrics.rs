@@ -260,6 +260,15 @@ async fn the_runtime_records_its_catalog_on_the_meter_it_is_handed() {
         ),
         20
     );
+    // Only lookups are timed as resolving the owner, as Proto.Actor times them: one
+    // for each of the 10 identities, and one for the panicky one.
+    assert_eq!(
+        recorder.count(
+            names::CLUSTER_RESOLVE,
+            &[(MEMBER, &caller_id), ("kind", COUNTER)]
+        ),
+        11
+    );
     // 11 activations in all (10 + the panicky one), over both members; one failed.
     // The failed activation leaves the catalog once it has fully stopped.
     let mut live: usize = 0;

@@ -112,8 +112,8 @@ pub(crate) struct ClientMeters {
     pub(crate) timedout: OnceLock<BoundCounter<u64>>,
     /// `protocluster_virtualactor_requestasync_duration` by source, then outcome.
     pub(crate) request: [[OnceLock<BoundHistogram<f64>>; 3]; 2],
-    /// `protocluster_resolve_pid_duration` by source.
-    pub(crate) resolve: [OnceLock<BoundHistogram<f64>>; 2],
+    /// `protocluster_resolve_pid_duration` (owners looked up, not cached).
+    pub(crate) resolve: OnceLock<BoundHistogram<f64>>,
     pub(crate) rpc: Rpc,
 }
 

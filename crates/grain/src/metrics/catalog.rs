@@ -99,8 +99,8 @@ catalog! {
         "Duration of grain calls made by this member; source says whether the owner came from the placement cache or a lookup.";
     CLUSTER_RETRY = "protocluster_virtualactor_requestasync_retry_count", Counter, "{retry}", ["kind", "method", "reason"],
         "Retries of grain calls that provably did not run.";
-    CLUSTER_RESOLVE = "protocluster_resolve_pid_duration", Histogram, "s", ["kind", "source"],
-        "Time to find the member owning a grain.";
+    CLUSTER_RESOLVE = "protocluster_resolve_pid_duration", Histogram, "s", ["kind"],
+        "Time to look up the member owning a grain, when the placement cache did not hold it.";
     CLUSTER_VIRTUALACTORS = "protocluster_virtualactors", UpDownCounter, "{activation}", ["kind"],
         "Live grain activations on this member.";
     CLUSTER_MEMBERS = "protocluster_members_count", Gauge, "{member}", [],
