@@ -358,11 +358,11 @@ impl Cluster {
                     // Timed only when looked up and recorded, as Proto.Actor does: a
                     // cache hit is not worth two clock reads and a histogram record.
                     let resolving = call.meters.as_ref().map(|m| (m, Instant::now()));
-                    let (owner, hit) = view.owner_cached(id);
+                    let owner = view.look_up(id);
                     if let Some((m, resolving)) = resolving {
                         self.shared.metrics.resolved(m, resolving.elapsed());
                     }
-                    (owner.cloned(), hit)
+                    (owner.cloned(), false)
                 }
             }
         };

@@ -78,9 +78,14 @@ impl PlacementTable {
 
     /// The owner of `id`, and whether it came from the cache (`true`) or was computed.
     pub fn owner_cached(&self, id: &ClusterIdentity) -> (Option<&Member>, bool) {
-        if let Some(hit) = self.cached(id) {
-            return (hit, true);
+        match self.cached(id) {
+            Some(hit) => (hit, true),
+            None => (self.look_up(id), false),
         }
+    }
+
+    /// The owner of `id` computed by hashing (not read from the cache), then cached.
+    pub fn look_up(&self, id: &ClusterIdentity) -> Option<&Member> {
         let members = self.topology.members();
         let index = self.owner_index(id.kind(), id.identity());
         let mut cache = self.cache.lock();
@@ -88,7 +93,7 @@ impl PlacementTable {
             cache.clear();
         }
         cache.insert(id.clone(), index);
-        (index.map(|i| &members[i]), false)
+        index.map(|i| &members[i])
     }
 
     /// The topology this table was built from.

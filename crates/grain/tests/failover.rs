@@ -243,8 +243,8 @@ async fn a_dead_member_whose_address_falls_silent_stays_routed_around() {
     // stopped, nothing there answers (its name stops resolving, or something accepts
     // and never completes the handshake). Silence is no sign that the member is back:
     // only the member's own handshake ends the suspicion.
-    let t = h1_behind_a_proxy("failover-silent", &["h1", "h2"]).await;
-    t.proxy.kill();
+    let mut t = h1_behind_a_proxy("failover-silent", &["h1", "h2"]).await;
+    t.proxy.kill_and_wait().await;
     let (answers, _) = t.call_all_again().await;
     for (id, answer) in t.ids.iter().zip(&answers) {
         assert_eq!(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 /// The proxy. Dropping it kills it.
 pub struct Proxy {
@@ -21,7 +21,7 @@ pub struct Proxy {
     lifetime: Arc<Mutex<Option<Duration>>>,
     accepted: watch::Sender<usize>,
     connections: Arc<Mutex<Vec<AbortHandle>>>,
-    accept_loop: AbortHandle,
+    accept_loop: JoinHandle<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -70,8 +70,7 @@ impl Proxy {
                     lock(&connections).push(task.abort_handle());
                 }
             }
-        })
-        .abort_handle();
+        });
         Self {
             addr,
             upstream,
@@ -112,6 +111,15 @@ impl Proxy {
         self.cut();
     }
 
+    /// [`Proxy::kill`], returning once the listening socket is closed (its port can be
+    /// bound again).
+    pub async fn kill_and_wait(&mut self) {
+        self.kill();
+        // An aborted task's future, which owns the listener, is dropped before its
+        // handle reports the cancellation.
+        let _ = (&mut self.accept_loop).await;
+    }
+
     /// How many connections it accepted so far.
     pub fn accepted(&self) -> usize {
         *self.accepted.borrow()
@@ -137,17 +145,11 @@ pub struct Silent {
 }
 
 impl Silent {
-    /// Listens on `addr` (a port just closed: retried for up to 5 s while it is still
-    /// being released), holding every connection open without reading or writing.
+    /// Listens on `addr`, holding every connection open without reading or writing.
     pub async fn listen(addr: SocketAddr) -> Self {
-        let until = tokio::time::Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match TcpListener::bind(addr).await {
-                Ok(l) => break l,
-                Err(e) if tokio::time::Instant::now() > until => panic!("cannot bind {addr}: {e}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
+        let listener = TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("cannot bind {addr}: {e}"));
         let accepted = watch::Sender::new(0);
         let accept_loop = tokio::spawn({
             let accepted = accepted.clone();
