@@ -45,8 +45,10 @@ run() { # mode count
     "$bin" up --count "$2" "${extra[@]}" > /dev/null 2> "$out/stderr" \
     || { echo "metrics-cost: fizzbuzz up ($1, $2) failed:" >&2; tail -5 "$out/stderr" >&2; exit 1; }
   for f in "$out"/cg.*; do
-    # `cmd: <path> <role> ...` and `summary: <instructions>` head each profile.
-    echo "$1 $2 $(grep -m1 '^cmd:' "$f" | awk '{print $3}') $(grep -m1 '^summary:' "$f" | awk '{print $2}')"
+    # `cmd: <path> [args]` and `summary: <instructions>` head each profile; a node is
+    # its own binary (`fizz`, `buzz`, `client`) or `fizzbuzz <role>` when only that
+    # one was built.
+    echo "$1 $2 $(grep -m1 '^cmd:' "$f" | awk '{n = split($2, p, "/"); print (p[n] == "fizzbuzz" ? $3 : p[n])}') $(grep -m1 '^summary:' "$f" | awk '{print $2}')"
   done
 }
 for mode in off on; do for n in 20000 60000; do run "$mode" "$n"; done; done > "$work/totals"
