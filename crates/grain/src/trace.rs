@@ -18,7 +18,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, SpanRef, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 
@@ -107,8 +107,7 @@ impl Tracing {
                 headers.remove(field);
             }
         }
-        self.propagator.inject_context(cx, headers);
-        drop_empty_tracestate(headers);
+        self.propagator.inject_context(cx, &mut Headers(headers));
     }
 
     /// Whether a span under `parent` would record nothing, so that `parent`'s context
@@ -212,8 +211,8 @@ impl Tracing {
     /// span `cx` when this member records spans.
     pub(crate) fn nested_headers(&self, cx: &Context) -> HashMap<String, String> {
         let mut headers = HashMap::new();
-        self.propagator.inject_context(cx, &mut headers);
-        drop_empty_tracestate(&mut headers);
+        self.propagator
+            .inject_context(cx, &mut Headers(&mut headers));
         headers
     }
 }
@@ -229,7 +228,7 @@ const SCANNED: usize = 8;
 
 impl Extractor for Carrier<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        if key.chars().any(char::is_uppercase) {
+        if !key.is_ascii() || key.bytes().any(|b| b.is_ascii_uppercase()) {
             return self.0.get(&key.to_lowercase()).map(String::as_str);
         }
         if self.0.len() <= SCANNED {
@@ -247,11 +246,23 @@ impl Extractor for Carrier<'_> {
     }
 }
 
-/// W3C's propagator writes `tracestate` even when it is empty; an empty one means
-/// nothing, and would cost every envelope an entry.
-fn drop_empty_tracestate(headers: &mut HashMap<String, String>) {
-    if headers.get("tracestate").is_some_and(String::is_empty) {
-        headers.remove("tracestate");
+/// Call headers as the propagators write them: keys lowercased, as the `opentelemetry`
+/// crate's writer of a `HashMap` does (which also allocates a lowercased copy of keys
+/// that are lowercase already), and no empty `tracestate`: the SDK's W3C propagator
+/// writes one, which means nothing and would cost every envelope an entry.
+struct Headers<'a>(&'a mut HashMap<String, String>);
+
+impl Injector for Headers<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if value.is_empty() && key.eq_ignore_ascii_case("tracestate") {
+            return;
+        }
+        let key = if key.is_ascii() && !key.bytes().any(|b| b.is_ascii_uppercase()) {
+            key.to_owned()
+        } else {
+            key.to_lowercase()
+        };
+        self.0.insert(key, value);
     }
 }
 
@@ -446,6 +457,30 @@ mod tests {
             assert_eq!(c.get("tracestate"), None, "{n} headers");
             assert_eq!(c.keys().len(), n + 1);
         }
+    }
+
+    #[test]
+    fn headers_are_written_lowercase_without_an_empty_tracestate() {
+        let mut headers = HashMap::new();
+        let mut h = Headers(&mut headers);
+        h.set("traceparent", "tp".into());
+        h.set("X-B3-Sampled", "1".into());
+        h.set("Ünïcode-Key", "u".into());
+        h.set("tracestate", String::new());
+        h.set("baggage", String::new());
+        let want: HashMap<String, String> = [
+            ("traceparent", "tp"),
+            ("x-b3-sampled", "1"),
+            ("ünïcode-key", "u"),
+            ("baggage", ""),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(headers, want);
+        let mut headers = HashMap::new();
+        Headers(&mut headers).set("tracestate", "a=1".into());
+        assert_eq!(headers.get("tracestate").map(String::as_str), Some("a=1"));
     }
 
     #[test]
