@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# What recording metrics costs, in instructions per number over the whole cluster:
-# `fizzbuzz up` under callgrind (every process), with no metrics and with metrics
-# recorded (exported only at exit), each at two counts so that start-up cancels out.
-# Instructions are stable where throughput on a shared machine is not.
+# What recording telemetry costs, in instructions per number over the whole cluster:
+# `fizzbuzz up` under callgrind (every process) with no telemetry (off), with metrics
+# recorded (on: exported only at exit), and with metrics and traces sampled at 1 %
+# (tr: parent-based trace-id ratio, spans exported over OTLP/HTTP), each at two counts
+# so that start-up cancels out. Instructions are stable where throughput on a shared
+# machine is not.
 #
 #   scripts/metrics-cost.sh [path/to/fizzbuzz]   # default: target/release/fizzbuzz
 #
@@ -39,8 +41,11 @@ endpoint="http://127.0.0.1:$(cat "$work/port")"
 run() { # mode count
   local out="$work/$1-$2" extra=()
   mkdir -p "$out"
-  [ "$1" = on ] && extra=(--otlp-endpoint "$endpoint" --metrics-interval 3600s)
-  OTEL_TRACES_EXPORTER=none OTEL_LOGS_EXPORTER=none valgrind --tool=callgrind \
+  [ "$1" != off ] && extra=(--otlp-endpoint "$endpoint" --metrics-interval 3600s)
+  local traces=none
+  [ "$1" = tr ] && traces=otlp
+  OTEL_TRACES_EXPORTER="$traces" OTEL_TRACES_SAMPLER=parentbased_traceidratio \
+    OTEL_TRACES_SAMPLER_ARG=0.01 OTEL_LOGS_EXPORTER=none valgrind --tool=callgrind \
     --trace-children=yes --callgrind-out-file="$out/cg.%p" \
     "$bin" up --count "$2" "${extra[@]}" > /dev/null 2> "$out/stderr" \
     || { echo "metrics-cost: fizzbuzz up ($1, $2) failed:" >&2; tail -5 "$out/stderr" >&2; exit 1; }
@@ -51,7 +56,7 @@ run() { # mode count
     echo "$1 $2 $(grep -m1 '^cmd:' "$f" | awk '{n = split($2, p, "/"); print (p[n] == "fizzbuzz" ? $3 : p[n])}') $(grep -m1 '^summary:' "$f" | awk '{print $2}')"
   done
 }
-for mode in off on; do for n in 20000 60000; do run "$mode" "$n"; done; done > "$work/totals"
+for mode in off on tr; do for n in 20000 60000; do run "$mode" "$n"; done; done > "$work/totals"
 python3 - "$work/totals" <<'PY'
 import collections, sys
 ir = collections.defaultdict(int)
@@ -59,10 +64,11 @@ for line in open(sys.argv[1]):
     mode, n, role, count = line.split()
     ir[(mode, int(n), role)] += int(count)
 per = {}
-for mode in ("off", "on"):
+for mode in ("off", "on", "tr"):
     roles = {r: (ir[(mode, 60000, r)] - ir[(mode, 20000, r)]) / 40000 for r in ("client", "fizz", "buzz")}
     per[mode] = sum(roles.values())
-    print(f"metrics {mode:3}: {per[mode]:8.0f} instructions a number  "
+    print(f"{ {'off': 'no telemetry', 'on': 'metrics', 'tr': 'traced at 1 %'}[mode]:13}: {per[mode]:8.0f} instructions a number  "
           + "  ".join(f"{r} {v:.0f}" for r, v in roles.items()))
 print(f"recording metrics costs {100 * (per['on'] / per['off'] - 1):.1f} % more instructions a number")
+print(f"tracing costs {100 * (per['tr'] / per['on'] - 1):.1f} % more instructions a number than metrics")
 PY
