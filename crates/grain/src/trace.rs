@@ -228,7 +228,7 @@ const SCANNED: usize = 8;
 
 impl Extractor for Carrier<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        if !key.is_ascii() || key.bytes().any(|b| b.is_ascii_uppercase()) {
+        if !lowercase_ascii(key) {
             return self.0.get(&key.to_lowercase()).map(String::as_str);
         }
         if self.0.len() <= SCANNED {
@@ -246,6 +246,12 @@ impl Extractor for Carrier<'_> {
     }
 }
 
+/// Whether `key` is ASCII with no capital: what propagators read and write, so it
+/// needs no lowercased copy.
+fn lowercase_ascii(key: &str) -> bool {
+    key.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+}
+
 /// Call headers as the propagators write them: keys lowercased, as the `opentelemetry`
 /// crate's writer of a `HashMap` does (which also allocates a lowercased copy of keys
 /// that are lowercase already), and no empty `tracestate`: the SDK's W3C propagator
@@ -257,7 +263,7 @@ impl Injector for Headers<'_> {
         if value.is_empty() && key.eq_ignore_ascii_case("tracestate") {
             return;
         }
-        let key = if key.is_ascii() && !key.bytes().any(|b| b.is_ascii_uppercase()) {
+        let key = if lowercase_ascii(key) {
             key.to_owned()
         } else {
             key.to_lowercase()
